@@ -1,0 +1,121 @@
+"""Checkpoints: everything needed to resume exactly, written atomically by orbax.
+
+A checkpoint holds the training state (params, target params, optimiser state, RNG),
+the whole replay (frames, priorities, segment boundaries) and the counters. Orbax
+writes each step into a temporary directory and renames it when complete, so a kill
+at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from agent import config as config_lib
+
+# Fields that may change between a run and its resumption: extending a run, or how
+# often it logs, must not refuse the checkpoint.
+_RESUMABLE_CHANGES = {("train", "env_steps"), ("preset",), ("logdir",)}
+
+
+def config_mismatch(saved: dict, current: config_lib.Config) -> list[str]:
+    """Names of the fields that differ between a saved config.json and `current`."""
+    now = config_lib.to_dict(current)
+    differences = []
+    for group, value in now.items():
+        if group == "log" or (group,) in _RESUMABLE_CHANGES:
+            continue
+        if isinstance(value, dict):
+            for name, field in value.items():
+                before = saved.get(group, {}).get(name)
+                if (group, name) not in _RESUMABLE_CHANGES and _normalise(before) != _normalise(field):
+                    differences.append(f"{group}.{name}: {before!r} -> {field!r}")
+        elif saved.get(group) != value:
+            differences.append(f"{group}: {saved.get(group)!r} -> {value!r}")
+    return differences
+
+
+def _normalise(value):
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, *, keep: int = 2):
+        self.directory = (Path(run_dir) / "checkpoints").absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, *, state, replay, counters: dict) -> None:
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardSave({"state": state, "replay": replay}),
+                # The params again on their own, so evaluation loads them without the replay.
+                params=ocp.args.StandardSave(state.params),
+                counters=ocp.args.JsonSave(counters),
+            ),
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, *, state, replay, step: int | None = None):
+        """Restores into the structure (and shardings) of the given templates."""
+        step = self.latest_step() if step is None else step
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                {"state": state, "replay": replay})
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardRestore(abstract),
+                counters=ocp.args.JsonRestore(),
+            ),
+        )
+        arrays = restored["arrays"]
+        return arrays["state"], arrays["replay"], dict(restored["counters"])
+
+    def restore_params(self, params, step: int | None = None):
+        """Only the online params (for evaluation), shaped like `params`; and the counters."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}: train the run first")
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(
+                    jax.tree.map(ocp.utils.to_shape_dtype_struct, params)),
+                counters=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored["params"], dict(restored["counters"])
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def write_config(run_dir: Path, cfg: config_lib.Config, extra: dict | None = None) -> None:
+    data = config_lib.to_dict(cfg) | (extra or {})
+    path = Path(run_dir) / "config.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_config(run_dir: Path) -> tuple[config_lib.Config, dict]:
+    """config.json -> (Config, the extra run facts such as the env spec)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a dreamzero run directory?")
+    data = json.loads(path.read_text())
+    fields = {f.name for f in dataclasses.fields(config_lib.Config)}
+    extra = {k: data.pop(k) for k in list(data) if k not in fields}
+    return config_lib.from_dict(data), extra

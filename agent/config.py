@@ -1,0 +1,291 @@
+"""Every knob of a run, as frozen dataclasses, and the named presets.
+
+`Config` is the whole run; its groups mirror the data path (env -> model -> search ->
+replay -> optim -> train) plus logging. Presets are plain functions returning a
+`Config`; the CLI starts from one and applies `--group.field` overrides on top, so
+there is exactly one layer of configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Literal
+
+from world_model import LossConfig, ModelConfig
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    name: str = "catch"
+    """Environment: an Atari game (`pong`, `ALE/Pong-v5`), a gymnasium id (`CartPole-v1`),
+    `module:Class` / `module:factory` / `path/file.py:Class`, or the built-in `catch`."""
+    num_envs: int = 1
+    """Environments stepped in parallel; acting searches them as one batch."""
+    image_size: int = 96
+    """Square size Atari frames (and larger custom images) are resized to."""
+    frame_stack: int = 4
+    """Frames stacked into one observation (image envs; vector envs use 1)."""
+    noop_max: int = 30
+    """Up to this many random no-ops at reset (Atari)."""
+    max_episode_frames: int = 108_000
+    """Episode cap in emulator frames (Atari; 108k = 30 minutes of play)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    kind: Literal["muzero", "gumbel"] = "muzero"
+    """`muzero`: pUCT with Dirichlet noise (EfficientZero); `gumbel`: Gumbel MuZero."""
+    num_simulations: int = 50
+    """Simulations per search, for acting and for reanalysis."""
+    qtransform: Literal["minmax", "default"] = "minmax"
+    """muzero only: `minmax` normalises Q over the whole tree (EfficientZero), `default`
+    over parent and siblings (mctx)."""
+    dirichlet_alpha: float = 0.3
+    dirichlet_fraction: float = 0.25
+    pb_c_init: float = 1.25
+    pb_c_base: float = 19652.0
+    max_num_considered_actions: int = 16
+    """gumbel only: actions sampled at the root for sequential halving."""
+    gumbel_scale: float = 1.0
+    """gumbel only: scale of the root Gumbel noise while acting (0 at evaluation)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    capacity: int = 100_000
+    """Transitions kept (all envs together); the oldest are overwritten."""
+    priority_alpha: float = 0.6
+    """Prioritisation exponent (0 = uniform sampling)."""
+    priority_beta: float = 0.4
+    """Importance-sampling exponent at the start, annealed linearly to 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = 0.2
+    momentum: float = 0.9
+    """SGD momentum (ignored by AdamW)."""
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.01
+    """Fraction of all updates spent warming the learning rate up linearly."""
+    lr_decay_fraction: float = 1.0
+    """The learning rate drops by `lr_decay_factor` after this fraction of the updates."""
+    lr_decay_factor: float = 0.1
+    max_grad_norm: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    env_steps: int = 100_000
+    """Total agent steps over all envs (Atari-100k: 100k agent steps = 400k frames)."""
+    start_steps: int = 2_000
+    """Env steps collected before the first update."""
+    replay_ratio: float = 1.0
+    """Updates per env step: the run makes `replay_ratio * env_steps` updates, spread
+    evenly from `start_steps` to the end."""
+    batch_size: int = 256
+    unroll_steps: int = 5
+    td_steps: int = 5
+    discount: float = 0.997**4
+    """Discount per agent step (EfficientZero: 0.997 per frame, frame skip 4)."""
+    clip_rewards: bool = True
+    """Clip learning targets' rewards to [-1, 1] (scores stay raw)."""
+    target_update_interval: int = 200
+    """Updates between target-network refreshes."""
+    reanalyze_fraction: float = 0.99
+    """Fraction of the batch whose policy targets are recomputed by search."""
+    value_target: Literal["nstep", "mixed"] = "nstep"
+    """`nstep`: bootstrapped n-step return; `mixed` (EfficientZero-V2): the stored search
+    value replaces the n-step return for data older than `mixed_value_age`."""
+    mixed_value_age: int = 20_000
+    """Age in transitions beyond which `mixed` uses the stored search value."""
+    offpolicy_correction: bool = True
+    """Shorten the TD horizon for old data (EfficientZero): minus one step per
+    `0.3 * total updates` transitions of age, at least 1."""
+    augment: bool = True
+    """Random shift (pad 4) and intensity on training images (DrQ / SPR)."""
+    temperatures: tuple[float, ...] = (1.0, 0.5, 0.25)
+    """Acting temperature over equal thirds of training (muzero search)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    log_interval: int = 1_000
+    """Env steps between lines of metrics.jsonl / TensorBoard."""
+    eval_interval: int = 0
+    """Env steps between periodic evaluations (0: only the final one)."""
+    eval_episodes: int = 100
+    """Episodes of the final evaluation (periodic ones use a tenth, at least 1)."""
+    eval_envs: int = 8
+    """Envs stepped in parallel during evaluation."""
+    checkpoint_interval: int = 5_000
+    """Updates between checkpoints (one is also written at the end)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    preset: str = "quickstart"
+    """The preset this config started from (for the record; set it with --preset)."""
+    seed: int = 0
+    """Seed of the model's initialisation, the search and the envs."""
+    logdir: str = ""
+    """Run directory; rerunning with the same logdir resumes. Default runs/ENV/PRESET/seedS."""
+    env: EnvConfig = EnvConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    search: SearchConfig = SearchConfig()
+    replay: ReplayConfig = ReplayConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+    @property
+    def run_dir(self) -> str:
+        safe_env = self.env.name.replace("/", "_").replace(":", "_")
+        return self.logdir or f"runs/{safe_env}/{self.preset}/seed{self.seed}"
+
+    @property
+    def total_updates(self) -> int:
+        return int(self.train.replay_ratio * self.train.env_steps)
+
+
+def atari100k() -> Config:
+    """EfficientZero's Atari-100k reference configuration (pUCT, 50 simulations)."""
+    return Config(
+        preset="atari100k",
+        env=EnvConfig(name="pong", num_envs=8),
+        log=LogConfig(eval_interval=20_000, eval_episodes=100, checkpoint_interval=5_000),
+    )
+
+
+def smoke() -> Config:
+    """The whole path at toy size: runs end to end on 2 CPU cores in seconds."""
+    return Config(
+        preset="smoke",
+        env=EnvConfig(name="catch", num_envs=2, frame_stack=1),
+        model=_tiny_model(),
+        search=SearchConfig(kind="gumbel", num_simulations=4, max_num_considered_actions=4),
+        replay=ReplayConfig(capacity=2_000),
+        optim=OptimConfig(optimizer="adamw", learning_rate=3e-3, weight_decay=0.0),
+        train=TrainConfig(
+            env_steps=400, start_steps=100, batch_size=16, replay_ratio=0.25,
+            target_update_interval=20, augment=False,
+        ),
+        log=LogConfig(log_interval=100, eval_episodes=4, eval_envs=4, checkpoint_interval=50),
+    )
+
+
+def quickstart() -> Config:
+    """The default of `dreamzero train`: learns the built-in catch game on a laptop CPU."""
+    return Config(
+        preset="quickstart",
+        env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
+        model=ModelConfig(
+            channels=16, num_blocks=1, downsample=False, head_channels=8, head_hidden=32,
+            vector_hidden=64, lstm_hidden=64, support_size=20, reward_support_size=5,
+            proj_hidden=128, proj_out=128, pred_hidden=64,
+        ),
+        search=SearchConfig(kind="gumbel", num_simulations=8, max_num_considered_actions=3),
+        replay=ReplayConfig(capacity=20_000),
+        optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),
+        train=TrainConfig(
+            env_steps=8_000, start_steps=500, batch_size=64, replay_ratio=0.25,
+            target_update_interval=50, augment=False,
+        ),
+        log=LogConfig(
+            log_interval=500, eval_interval=2_000, eval_episodes=16, checkpoint_interval=500
+        ),
+    )
+
+
+def _tiny_model() -> ModelConfig:
+    return ModelConfig(
+        channels=8, num_blocks=1, downsample=False, head_channels=4, head_hidden=16,
+        vector_hidden=32, lstm_hidden=16, support_size=10, reward_support_size=5,
+        proj_hidden=32, proj_out=32, pred_hidden=16,
+    )
+
+
+PRESETS = {"quickstart": quickstart, "smoke": smoke, "atari100k": atari100k}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown preset '{name}': {hint}choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def validate(cfg: Config) -> None:
+    """Checks values that would otherwise fail late or silently; one line each."""
+    t, r, o, s, e, lg = cfg.train, cfg.replay, cfg.optim, cfg.search, cfg.env, cfg.log
+    checks = [
+        (t.env_steps > 0, f"--train.env-steps must be > 0 (got {t.env_steps})"),
+        (0 <= t.start_steps < t.env_steps,
+         f"--train.start-steps must be in [0, env-steps) (got {t.start_steps} of {t.env_steps})"),
+        (t.replay_ratio > 0, f"--train.replay-ratio must be > 0 (got {t.replay_ratio})"),
+        (t.batch_size > 0, f"--train.batch-size must be > 0 (got {t.batch_size})"),
+        (t.unroll_steps > 0, f"--train.unroll-steps must be > 0 (got {t.unroll_steps})"),
+        (t.td_steps > 0, f"--train.td-steps must be > 0 (got {t.td_steps})"),
+        (0 < t.discount <= 1, f"--train.discount must be in (0, 1] (got {t.discount})"),
+        (0 <= t.reanalyze_fraction <= 1,
+         f"--train.reanalyze-fraction must be in [0, 1] (got {t.reanalyze_fraction})"),
+        (len(t.temperatures) > 0 and all(x >= 0 for x in t.temperatures),
+         "--train.temperatures must be one or more values >= 0"),
+        (t.target_update_interval > 0, "--train.target-update-interval must be > 0"),
+        (e.num_envs > 0, f"--env.num-envs must be > 0 (got {e.num_envs})"),
+        (e.frame_stack > 0, f"--env.frame-stack must be > 0 (got {e.frame_stack})"),
+        (e.image_size >= 8, f"--env.image-size must be >= 8 (got {e.image_size})"),
+        (r.capacity >= t.batch_size,
+         f"--train.batch-size {t.batch_size} is larger than --replay.capacity {r.capacity}: "
+         "lower the batch or raise the capacity"),
+        (r.capacity // e.num_envs > t.unroll_steps + t.td_steps + 1,
+         "--replay.capacity is too small for the unroll and TD window per env: raise it"),
+        (r.priority_alpha >= 0, "--replay.priority-alpha must be >= 0"),
+        (0 <= r.priority_beta <= 1, "--replay.priority-beta must be in [0, 1]"),
+        (o.learning_rate > 0, f"--optim.learning-rate must be > 0 (got {o.learning_rate})"),
+        (o.max_grad_norm > 0, "--optim.max-grad-norm must be > 0"),
+        (0 <= o.warmup_fraction < 1, "--optim.warmup-fraction must be in [0, 1)"),
+        (s.num_simulations > 0, f"--search.num-simulations must be > 0 (got {s.num_simulations})"),
+        (s.kind != "gumbel" or s.max_num_considered_actions > 0,
+         "--search.max-num-considered-actions must be > 0"),
+        (lg.log_interval > 0, "--log.log-interval must be > 0"),
+        (lg.eval_interval >= 0, "--log.eval-interval must be >= 0 (0 disables it)"),
+        (lg.eval_episodes > 0, "--log.eval-episodes must be > 0"),
+        (lg.eval_envs > 0, "--log.eval-envs must be > 0"),
+        (lg.checkpoint_interval > 0, "--log.checkpoint-interval must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    """Inverse of `to_dict` (for config.json); unknown keys are an error."""
+    groups = {f.name: f.type for f in dataclasses.fields(Config)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in groups:
+            raise ConfigError(f"config.json has an unknown field '{key}'")
+        if isinstance(value, dict):
+            cls = type(getattr(Config(), key))
+            fields = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(value) - fields
+            if unknown:
+                raise ConfigError(f"config.json has unknown fields {sorted(unknown)} in '{key}'")
+            value = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        kwargs[key] = value
+    return Config(**kwargs)

@@ -1,0 +1,113 @@
+"""Environments: one ENV string -> a seeded VectorEnv of N copies with same-step autoreset.
+
+ENV forms, tried in this order:
+  `atari:…`, `gym:…`, `custom:…`, `builtin:…`   canonical names (EnvSpec.name) as they are;
+  `catch`                                       the built-in pixel game (agent.envs.catch);
+  `pong`, `ms_pacman`, `MsPacman`, `ALE/Pong-v5`, `PongNoFrameskip-v4`   Atari-100k protocol;
+  `module:Class`, `module:factory`, `path/to/file.py:Class`               user envs;
+  `CartPole-v1`                                 any registered gymnasium id.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import gymnasium
+
+from agent.envs import atari, catch, gym_adapter
+from agent.envs.atari import ATARI_100K_GAMES
+from agent.envs.base import EnvError, EnvSpec, Step, VectorEnv, check_keywords
+from agent.envs.check import check_env
+
+__all__ = ["ATARI_100K_GAMES", "EnvError", "EnvSpec", "Step", "VectorEnv", "check_env",
+           "make_env", "resolve_spec"]
+
+_KINDS = ("atari", "gym", "custom", "builtin")
+_BUILTINS = ("catch",)
+
+
+def resolve_spec(name: str, *, mode: str = "train", image_size: int = 96, frame_stack: int = 4,
+                 noop_max: int = 30, max_episode_frames: int = 108_000) -> EnvSpec:
+    """Validates ENV and the keywords (building at most one env) and returns its spec.
+
+    Raises EnvError with a one-line message naming the fix.
+    """
+    check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
+                   max_episode_frames=max_episode_frames)
+    kind, target = _parse(name)
+    if kind == "atari":
+        return atari.resolve(target, mode=mode, image_size=image_size, frame_stack=frame_stack,
+                             noop_max=noop_max, max_episode_frames=max_episode_frames)
+    if kind == "builtin":
+        return catch.resolve(mode=mode, frame_stack=frame_stack,
+                             max_episode_frames=max_episode_frames)
+    return gym_adapter.resolve(_gym_source(kind, target), mode=mode, image_size=image_size,
+                               frame_stack=frame_stack, max_episode_frames=max_episode_frames)
+
+
+def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_size: int = 96,
+             frame_stack: int = 4, noop_max: int = 30,
+             max_episode_frames: int = 108_000) -> VectorEnv:
+    """Builds `num_envs` copies of ENV; copy i is seeded with seed + i at the first reset().
+
+    mode="train" makes a life loss a training terminal (Step.train_terminal); "eval" does not.
+    Observations are [num_envs, stack, *frame_shape]; see EnvSpec.obs_shape for the model's.
+    """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise EnvError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
+                   max_episode_frames=max_episode_frames)
+    kind, target = _parse(name)
+    if kind == "gym" or kind == "custom":
+        # The spec comes from the first of the N envs, so no extra env is built to check it.
+        return gym_adapter.GymEnv(_gym_source(kind, target), num_envs=num_envs, seed=seed,
+                                  mode=mode, image_size=image_size, frame_stack=frame_stack,
+                                  max_episode_frames=max_episode_frames)
+    spec = resolve_spec(name, mode=mode, image_size=image_size, frame_stack=frame_stack,
+                        noop_max=noop_max, max_episode_frames=max_episode_frames)
+    env_class = atari.AtariEnv if kind == "atari" else catch.CatchEnv
+    return env_class(spec, num_envs=num_envs, seed=seed, mode=mode)
+
+
+def _parse(name: str) -> tuple[str, str]:
+    """ENV string -> (kind, target): the ROM id, gymnasium id, `module:Attr` or builtin name."""
+    prefix, colon, rest = name.partition(":")
+    if colon and prefix in _KINDS:
+        kind, target = prefix, rest
+    elif name in _BUILTINS:
+        kind, target = "builtin", name
+    elif atari.game_id(name) is not None:
+        kind, target = "atari", name
+    elif colon:
+        kind, target = "custom", name
+    elif name in gymnasium.registry:
+        kind, target = "gym", name
+    else:
+        raise EnvError(_unknown(name))
+    if kind == "atari":
+        game = atari.game_id(target)
+        if game is None:
+            raise EnvError(f"unknown Atari game {target!r}; closest Atari games: "
+                           f"{', '.join(atari.closest_games(target))}")
+        return kind, game
+    if kind == "builtin" and target not in _BUILTINS:
+        raise EnvError(f"unknown builtin env {target!r}; builtins: {', '.join(_BUILTINS)}")
+    return kind, target
+
+
+def _gym_source(kind: str, target: str) -> gym_adapter.Source:
+    if kind == "custom" or ":" in target:  # `gym:module:EnvId-v0` imports module first
+        return gym_adapter.custom_source(target)
+    if target not in gymnasium.registry:
+        raise EnvError(f"{target!r} is not a registered gymnasium id; check the spelling or "
+                       "import the package that registers it")
+    return gym_adapter.gym_source(target)
+
+
+def _unknown(name: str) -> str:
+    message = (f"unknown env {name!r}: not an Atari game, gymnasium id or module:Class; "
+               f"closest Atari games: {', '.join(atari.closest_games(name))}")
+    gym_ids = [key for key, spec in gymnasium.registry.items()
+               if not str(spec.entry_point).startswith("ale_py")]
+    close = difflib.get_close_matches(name, gym_ids, n=3, cutoff=0.6)
+    return message + (f"; closest gymnasium ids: {', '.join(close)}" if close else "")

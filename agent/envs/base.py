@@ -1,0 +1,177 @@
+"""The contracts every environment kind implements: EnvSpec, Step, VectorEnv, EnvError."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+MODES = ("train", "eval")
+
+
+class EnvError(ValueError):
+    """A bad ENV name or an unsupported environment; the message is one line naming the fix."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an environment produces, fixed before any env is built.
+
+    name: canonical string that resolves to the same env again ("atari:pong", "gym:CartPole-v1",
+      "custom:examples.custom_env:GridTreasure", "builtin:catch").
+    kind: "atari" | "gym" | "custom" | "builtin".
+    frame_shape: one frame, (H, W, C) for images or (D,) for vectors.
+    frame_dtype: "uint8" for images, "float32" for vectors.
+    stack: frames per observation (1 for vectors).
+    settings: the protocol values in force (JSON-friendly), printed by check_env.
+    """
+
+    name: str
+    kind: str
+    frame_shape: tuple[int, ...]
+    frame_dtype: str
+    stack: int
+    num_actions: int
+    is_image: bool
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """One model input: (H, W, stack * C) for images, (stack * D,) for vectors."""
+        if self.is_image:
+            height, width, channels = self.frame_shape
+            return (height, width, self.stack * channels)
+        return (self.stack * self.frame_shape[0],)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "frame_shape": list(self.frame_shape),
+            "frame_dtype": self.frame_dtype,
+            "stack": self.stack,
+            "obs_shape": list(self.obs_shape),
+            "num_actions": self.num_actions,
+            "is_image": self.is_image,
+            "settings": dict(self.settings),
+        }
+
+
+class Step(NamedTuple):
+    """One step of N environments; where an episode ended, `obs` already starts the next one.
+
+    obs: [N, stack, *frame_shape] uint8 or float32
+    reward: [N] float32, raw (unclipped)
+    terminated: [N] bool, real end of the game
+    truncated: [N] bool, time or frame cap
+    train_terminal: [N] bool, terminated | life loss (life loss only in mode="train")
+    episode_return: [N] float32, raw return of the episode that ended here (0 elsewhere)
+    episode_length: [N] int32, agent steps of the episode that ended here (0 elsewhere)
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    train_terminal: np.ndarray
+    episode_return: np.ndarray
+    episode_length: np.ndarray
+
+
+class VectorEnv(abc.ABC):
+    """N copies of one environment stepped in lockstep, with same-step autoreset.
+
+    Subclasses implement `_reset` and `_step`; this class keeps the episode statistics and
+    turns life losses into training terminals. The seed is used by the first `reset()`;
+    later episodes continue each copy's own random stream, so runs are reproducible.
+    """
+
+    def __init__(self, spec: EnvSpec, *, num_envs: int, mode: str):
+        self.spec = spec
+        self.num_envs = num_envs
+        self._life_loss_terminal = mode == "train"
+        self._return = np.zeros(num_envs, np.float32)  # [N] raw return so far
+        self._length = np.zeros(num_envs, np.int32)  # [N] agent steps so far
+        self._started = False
+
+    @property
+    def num_actions(self) -> int:
+        return self.spec.num_actions
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return self.spec.obs_shape
+
+    def reset(self) -> np.ndarray:
+        """Starts new episodes in all copies; returns obs [N, stack, *frame_shape]."""
+        self._return[:] = 0
+        self._length[:] = 0
+        self._started = True
+        return self._reset()
+
+    def step(self, actions: np.ndarray) -> Step:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be [{self.num_envs}] integers, got {actions.shape} "
+                             f"{actions.dtype}")
+        if actions.min() < 0 or actions.max() >= self.num_actions:
+            raise ValueError(f"actions must lie in [0, {self.num_actions}), got {actions}")
+        obs, reward, terminated, truncated, life_loss = self._step(actions.astype(np.int32))
+        self._return += reward
+        self._length += 1
+        done = terminated | truncated
+        episode_return = np.where(done, self._return, 0).astype(np.float32)  # [N]
+        episode_length = np.where(done, self._length, 0).astype(np.int32)  # [N]
+        self._return[done] = 0
+        self._length[done] = 0
+        train_terminal = terminated | (life_loss & self._life_loss_terminal)  # [N] bool
+        return Step(obs, reward, terminated, truncated, train_terminal, episode_return,
+                    episode_length)
+
+    def close(self) -> None:
+        """Releases the environments; the default has nothing to release."""
+
+    def __enter__(self) -> VectorEnv:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def _reset(self) -> np.ndarray:
+        """Resets every copy (seeded the first time); returns obs [N, stack, *frame_shape]."""
+
+    @abc.abstractmethod
+    def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Steps with actions [N] int32 and resets finished copies at once.
+
+        Returns obs [N, stack, *frame_shape] (the next episode's first obs where one ended),
+        reward [N] float32, terminated [N] bool, truncated [N] bool, life_loss [N] bool.
+        """
+
+
+def push_frames(stack: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+    """Appends the newest frames; fresh episodes get a stack of copies of their first frame.
+
+    stack: [N, stack, *frame] previous observations; frames: [N, *frame]; fresh: [N] bool.
+    Returns a new array, so observations handed out earlier never change.
+    """
+    stacked = np.concatenate([stack[:, 1:], frames[:, None]], axis=1)  # [N, stack, *frame]
+    stacked[fresh] = frames[fresh][:, None]
+    return stacked
+
+
+def check_keywords(*, mode: str, image_size: int, frame_stack: int, noop_max: int,
+                   max_episode_frames: int) -> None:
+    """Rejects keyword values no environment kind can honour."""
+    if mode not in MODES:
+        raise EnvError(f"mode must be 'train' or 'eval', got {mode!r}")
+    for key, value, low in [("image_size", image_size, 1), ("frame_stack", frame_stack, 1),
+                            ("noop_max", noop_max, 0),
+                            ("max_episode_frames", max_episode_frames, 1)]:
+        if not isinstance(value, int | np.integer) or value < low:
+            raise EnvError(f"{key} must be an integer >= {low}, got {value!r}")

@@ -1,0 +1,127 @@
+"""Evaluation: the greedy search policy on eval-mode envs (no life-loss terminal, no
+exploration noise), a fixed number of whole episodes, written to DIR/eval.json."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from agent import checkpoint as checkpoint_lib
+from agent import replay as replay_lib
+from agent import scores
+from agent.acting import make_act
+from agent.config import Config
+from agent.envs import make_env
+from world_model import make_model
+
+
+@functools.lru_cache(maxsize=4)
+def _greedy_act(graphdef, search_cfg, discount: float):
+    # Cached so periodic evaluations reuse one compiled search.
+    return make_act(graphdef, search_cfg, discount=discount, greedy=True)
+
+
+def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: int,
+                 seed: int, record: bool = False) -> tuple[list[float], list[np.ndarray]]:
+    """Plays exactly `episodes` whole episodes; returns their raw returns and, if
+    `record`, the frames of the first one."""
+    num_envs = min(episodes, cfg.log.eval_envs)
+    env = make_env(cfg.env.name, num_envs=num_envs, seed=seed, mode="eval", **env_kwargs)
+    act = _greedy_act(graphdef, cfg.search, cfg.train.discount)
+    # Each env plays its own quota, so short episodes are not over-represented.
+    quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
+    returns: list[list[float]] = [[] for _ in range(num_envs)]
+    frames = env.reset()[:, -1]
+    stack = replay_lib.FrameStack(frames, env.spec.stack)
+    video = [frames[0]] if record else []
+    rng = jax.random.key(seed)
+    while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
+        rng, act_rng = jax.random.split(rng)
+        obs = replay_lib.merge_stack(stack.frames, is_image=env.spec.is_image)
+        step = env.step(np.asarray(act(params, act_rng, obs, 0.0).action))
+        ended = step.terminated | step.truncated
+        for i in np.flatnonzero(ended):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(float(step.episode_return[i]))
+        if record and not returns[0]:
+            video.append(step.obs[0, -1])
+        stack.push(step.obs[:, -1], step.train_terminal | ended)
+    env.close()
+    return [r for per_env in returns for r in per_env], video
+
+
+def write_eval(run_dir: Path, env_name: str, env_steps: int, returns: list[float]) -> dict:
+    result = {
+        "env": env_name,
+        "env_steps": int(env_steps),
+        "episodes": len(returns),
+        "returns": [float(r) for r in returns],
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+    }
+    game = scores.atari_game(env_name)
+    if game is not None:
+        result["hns"] = float(scores.human_normalized(game, result["mean_return"]))
+    path = Path(run_dir) / "eval.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return result
+
+
+def summary_line(result: dict) -> str:
+    line = (f"eval {result['env']} after {result['env_steps']} env steps: mean return "
+            f"{result['mean_return']:.2f} ± {result['std_return']:.2f} over "
+            f"{result['episodes']} episodes")
+    if "hns" in result:
+        line += f", human-normalised {result['hns']:.3f}"
+    return line
+
+
+def load_run(run_dir: Path):
+    """(cfg, graphdef, params, env_steps, env_kwargs) of a run's latest checkpoint."""
+    cfg, _ = checkpoint_lib.read_config(run_dir)
+    env_kwargs = dict(image_size=cfg.env.image_size, frame_stack=cfg.env.frame_stack,
+                      noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+    env = make_env(cfg.env.name, num_envs=1, seed=0, mode="eval", **env_kwargs)
+    spec = env.spec
+    env.close()
+    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
+    checkpointer = checkpoint_lib.Checkpointer(run_dir)
+    params, counters = checkpointer.restore_params(params)
+    checkpointer.close()
+    return cfg, graphdef, params, counters["env_steps"], env_kwargs
+
+
+def evaluate_run(run_dir: Path, *, episodes: int | None = None, video: bool = False,
+                 seed: int = 1_000) -> dict:
+    """`dreamzero evaluate`: loads the latest checkpoint, plays, writes eval.json."""
+    cfg, graphdef, params, env_steps, env_kwargs = load_run(run_dir)
+    returns, frames = run_episodes(cfg, graphdef, params, env_kwargs,
+                                   episodes=episodes or cfg.log.eval_episodes, seed=seed,
+                                   record=video)
+    result = write_eval(run_dir, cfg.env.name, env_steps, returns)
+    print(summary_line(result))
+    if video:
+        path = _write_video(Path(run_dir) / "eval.gif", frames)
+        print(f"wrote {path}" if path else "no video: this env's observations are not images")
+    return result
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> Path | None:
+    import imageio.v3 as iio
+
+    if not frames or frames[0].ndim != 3:
+        return None
+    images = np.stack(frames)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    # Tiny frames (the built-in game) are scaled up so the GIF is watchable.
+    scale = max(1, 192 // images.shape[1])
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    iio.imwrite(path, images, duration=50, loop=0)
+    return path

@@ -1,0 +1,107 @@
+"""Reanalysis: fresh learning targets for a replay sample, computed with the current
+target network (EfficientZero).
+
+- policy targets: one batched search over every root of the unroll (B x (K+1) roots);
+  a `1 - reanalyze_fraction` share of samples keeps the policy stored when acting;
+- value targets: n-step returns bootstrapped from the target network's value of the
+  observation n steps ahead, with the horizon shortened for old data (off-policy
+  correction) or, as an option, EfficientZero-V2's mixed target;
+- reward targets: the real rewards, clipped; past a segment end all targets are the
+  absorbing state's zeros and the step is masked for policy and consistency.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import search
+from agent import replay as replay_lib
+from agent.acting import plan_kwargs
+from agent.config import Config
+from world_model import Batch, initial_inference
+
+
+def td_horizon(age, *, td_steps: int, total_updates: int, correct: bool):
+    """EfficientZero's off-policy correction: one step shorter per 0.3 * total updates
+    transitions of age, at least 1. age: transitions (all envs) since the root step."""
+    if not correct:
+        return jnp.full_like(age, td_steps)
+    per_step = max(1, int(0.3 * total_updates))
+    return jnp.clip(td_steps - age // per_step, 1, td_steps)
+
+
+def nstep_values(rewards, alive, bootstrap, horizon, *, unroll: int, td_steps: int,
+                 discount: float):
+    """Bootstrapped n-step returns for every unroll position.
+
+    rewards [B, K+td] (clipped), alive [B, K+td+1] (1 while no segment end came before
+    step j), bootstrap [B, K+1] values of the observation `horizon` steps ahead,
+    horizon [B] int in [1, td]. Returns [B, K+1].
+    """
+    i = jnp.arange(td_steps)  # [td]
+    k = jnp.arange(unroll + 1)[:, None]  # [K+1, 1]
+    in_horizon = i[None, :] < horizon[:, None]  # [B, td]
+    terms = rewards[:, k + i] * alive[:, k + i] * discount**i  # [B, K+1, td]
+    partial = jnp.sum(terms * in_horizon[:, None, :], axis=-1)  # [B, K+1]
+    ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
+    alive_ahead = jnp.take_along_axis(alive, ahead, axis=1)
+    return partial + discount ** horizon[:, None] * bootstrap * alive_ahead
+
+
+def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
+               sample: replay_lib.Sample, rng, *, stack: int, is_image: bool,
+               recurrent_fn) -> Batch:
+    """Replay sample -> world_model.Batch with reanalysed targets. Pure; runs under jit."""
+    t = cfg.train
+    unroll, td = t.unroll_steps, t.td_steps
+    rows, times = sample.rows, sample.times  # [B], [B]
+    num_actions = replay.policies.shape[-1]
+    k_times = times[:, None] + jnp.arange(unroll + 1)  # [B, K+1]
+
+    def observations(at_times):  # [B, K+1] -> [B, K+1, *obs_shape]
+        stacks = replay_lib.gather_stacks(replay, rows[:, None], at_times, stack=stack)
+        return replay_lib.merge_stack(stacks, is_image=is_image)
+
+    ends = replay_lib.window(replay.ends, rows, times, unroll + td)  # [B, K+td]
+    alive = jnp.cumprod(
+        jnp.concatenate([jnp.ones_like(ends[:, :1]), ~ends], axis=1), axis=1
+    ).astype(jnp.float32)  # [B, K+td+1]
+    rewards = replay_lib.window(replay.rewards, rows, times, unroll + td)  # [B, K+td]
+    if t.clip_rewards:
+        rewards = jnp.clip(rewards, -1.0, 1.0)
+
+    age = (replay.written - 1 - times) * replay.num_envs  # [B] transitions
+    horizon = td_horizon(age, td_steps=td, total_updates=cfg.total_updates,
+                         correct=t.offpolicy_correction)
+    obs = observations(k_times)  # [B, K+1, *obs_shape]
+    boot_obs = observations(k_times + horizon[:, None])
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    bootstrap = initial_inference(graphdef, target_params, flat(boot_obs)).value
+    values = nstep_values(rewards, alive, bootstrap.reshape(times.shape[0], unroll + 1),
+                          horizon, unroll=unroll, td_steps=td, discount=t.discount)
+    if t.value_target == "mixed":
+        stored = replay_lib.window(replay.values, rows, times, unroll + 1)
+        values = jnp.where((age > t.mixed_value_age)[:, None], stored * alive[:, : unroll + 1],
+                           values)
+
+    search_rng, choose_rng = jax.random.split(rng)
+    root = search.model_root(graphdef, target_params, flat(obs))
+    fresh = search.plan(target_params, search_rng, root, recurrent_fn,
+                        **plan_kwargs(cfg.search, greedy=False)).action_weights
+    fresh = fresh.reshape(times.shape[0], unroll + 1, num_actions)
+    stored = replay_lib.window(replay.policies, rows, times, unroll + 1)  # [B, K+1, A]
+    reanalysed = jax.random.uniform(choose_rng, times.shape) < t.reanalyze_fraction
+    policies = jnp.where(reanalysed[:, None, None], fresh, stored)
+    mask = alive[:, : unroll + 1]  # [B, K+1]
+    policies = jnp.where(mask[..., None] > 0, policies, 1.0 / num_actions)
+
+    return Batch(
+        observations=obs,
+        actions=replay_lib.window(replay.actions, rows, times, unroll),
+        target_rewards=rewards[:, :unroll] * alive[:, :unroll],
+        target_values=values,
+        target_policies=policies,
+        mask=mask,
+        weights=sample.weights,
+    )

@@ -1,0 +1,298 @@
+"""The training loop: act -> store -> (sample -> reanalyse -> update) -> log/eval/save.
+
+Acting, storing and the update are pure jitted functions of arrays; this file only puts
+them in order. Rerunning `train` with the same run directory resumes from the last
+checkpoint: counters, replay, optimiser and RNG continue exactly, and the episodes that
+were in progress restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+import search
+from agent import checkpoint as checkpoint_lib
+from agent import evaluate as evaluate_lib
+from agent import replay as replay_lib
+from agent.acting import make_act
+from agent.config import Config, ConfigError
+from agent.envs import EnvSpec, make_env
+from agent.metrics import MetricsLog
+from agent.reanalyze import make_batch
+from world_model import compute_loss, make_model
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a loss turns NaN/inf; the message names the step and the last good
+    checkpoint (which is never overwritten by a non-finite state)."""
+
+
+@chex.dataclass(frozen=True)
+class TrainState:
+    params: chex.ArrayTree
+    target_params: chex.ArrayTree
+    opt_state: chex.ArrayTree
+    rng: jax.Array
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    o, total = cfg.optim, max(1, cfg.total_updates)
+    warmup = int(o.warmup_fraction * total)
+    decay_at = max(1, int(o.lr_decay_fraction * total) - warmup)
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, o.learning_rate, max(1, warmup)),
+         optax.piecewise_constant_schedule(o.learning_rate, {decay_at: o.lr_decay_factor})],
+        [warmup],
+    )
+    if o.optimizer == "sgd":
+        step = optax.chain(optax.add_decayed_weights(o.weight_decay),
+                           optax.sgd(schedule, momentum=o.momentum))
+    else:
+        step = optax.adamw(schedule, weight_decay=o.weight_decay)
+    return optax.chain(optax.clip_by_global_norm(o.max_grad_norm), step)
+
+
+def augment(rng, obs):
+    """Random shift (replicate-pad 4, crop back) and intensity, per image (DrQ / SPR).
+
+    obs [B, T, H, W, C] uint8 -> float32 on the same 0..255 scale.
+    """
+    b, t, height, width, _ = obs.shape
+    shift_rng, scale_rng = jax.random.split(rng)
+    padded = jnp.pad(obs, ((0, 0), (0, 0), (4, 4), (4, 4), (0, 0)), mode="edge")
+    offsets = jax.random.randint(shift_rng, (b, t, 2), 0, 9)
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0),
+                                     (height, width, image.shape[-1]))
+
+    shifted = jax.vmap(jax.vmap(crop))(padded, offsets).astype(jnp.float32)
+    scale = 1.0 + 0.05 * jnp.clip(jax.random.normal(scale_rng, (b, t, 1, 1, 1)), -2.0, 2.0)
+    return jnp.clip(shifted * scale, 0.0, 255.0)
+
+
+def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
+    """update(state, replay, beta) -> (state, replay, metrics), one jitted gradient step."""
+    recurrent_fn = search.model_recurrent_fn(graphdef, discount=cfg.train.discount)
+    lookahead = cfg.train.unroll_steps + cfg.train.td_steps
+
+    def update(state: TrainState, replay: replay_lib.Replay, beta):
+        rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
+        sample = replay_lib.sample(replay, sample_rng, batch_size=cfg.train.batch_size,
+                                   lookahead=lookahead, alpha=cfg.replay.priority_alpha,
+                                   beta=beta)
+        batch = make_batch(cfg, graphdef, state.target_params, replay, sample, reanalyse_rng,
+                           stack=spec.stack, is_image=spec.is_image,
+                           recurrent_fn=recurrent_fn)
+        if cfg.train.augment and spec.is_image:
+            batch = batch.replace(observations=augment(augment_rng, batch.observations))
+        grad_fn = jax.value_and_grad(compute_loss, argnums=1, has_aux=True)
+        (_, (metrics, priorities)), grads = grad_fn(graphdef, state.params, batch, cfg.loss)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        replay = replay_lib.update_priorities(replay, sample, priorities)
+        return state.replace(params=params, opt_state=opt_state, rng=rng), replay, metrics
+
+    return jax.jit(update, donate_argnums=(0, 1))
+
+
+def temperature(cfg: Config, env_steps: int) -> float:
+    """Acting temperature: the schedule's values over equal parts of training."""
+    temps = cfg.train.temperatures
+    part = min(len(temps) - 1, env_steps * len(temps) // cfg.train.env_steps)
+    return temps[part]
+
+
+def updates_due(cfg: Config, env_steps: int) -> int:
+    """Updates that should have happened by `env_steps`: none before start_steps, then
+    spread evenly so the run ends with replay_ratio * env_steps updates."""
+    t = cfg.train
+    if env_steps < t.start_steps:
+        return 0
+    done = (env_steps - t.start_steps) / max(1, t.env_steps - t.start_steps)
+    return int(round(min(1.0, done) * cfg.total_updates))
+
+
+@dataclasses.dataclass
+class _Window:
+    """What happened since the last log line."""
+    returns: list = dataclasses.field(default_factory=list)
+    lengths: list = dataclasses.field(default_factory=list)
+    metrics: list = dataclasses.field(default_factory=list)
+    start_time: float = dataclasses.field(default_factory=time.perf_counter)
+    start_env_steps: int = 0
+    start_updates: int = 0
+
+
+def train(cfg: Config) -> dict:
+    """Runs (or resumes) a training run; returns the final evaluation."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env_kwargs = dict(image_size=cfg.env.image_size, frame_stack=cfg.env.frame_stack,
+                      noop_max=cfg.env.noop_max,
+                      max_episode_frames=cfg.env.max_episode_frames)
+    env = make_env(cfg.env.name, num_envs=cfg.env.num_envs, seed=cfg.seed, mode="train",
+                   **env_kwargs)
+    spec = env.spec
+    frame_dtype = np.dtype(spec.frame_dtype)
+    replay_lib.check_memory(capacity=cfg.replay.capacity, frame_shape=spec.frame_shape,
+                            frame_dtype=frame_dtype, num_actions=spec.num_actions)
+
+    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
+    optimizer = make_optimizer(cfg)
+    state = TrainState(params=params, target_params=params, opt_state=optimizer.init(params),
+                       rng=jax.random.key_data(jax.random.key(cfg.seed)))
+    replay = replay_lib.init(num_envs=cfg.env.num_envs, capacity=cfg.replay.capacity,
+                             frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
+                             num_actions=spec.num_actions)
+    counters = {"env_steps": 0, "updates": 0, "episodes": 0}
+
+    checkpointer = checkpoint_lib.Checkpointer(run_dir)
+    if checkpointer.latest_step() is not None:
+        saved, _ = checkpoint_lib.read_config(run_dir)
+        differences = checkpoint_lib.config_mismatch(checkpoint_lib.config_lib.to_dict(saved),
+                                                     cfg)
+        if differences:
+            raise ConfigError(
+                f"{run_dir} holds a run with another config ({'; '.join(differences)}): "
+                "use a new --logdir or the same settings"
+            )
+        state, replay, counters = checkpointer.restore(state=state, replay=replay)
+        replay = replay_lib.close_segments(replay)
+        print(f"resuming {run_dir} at {counters['env_steps']} env steps, "
+              f"{counters['updates']} updates")
+        # Fresh env episodes: seeding by progress keeps resumed runs off the old episodes.
+        env.close()
+        env = make_env(cfg.env.name, num_envs=cfg.env.num_envs,
+                       seed=cfg.seed + counters["env_steps"], mode="train", **env_kwargs)
+    checkpoint_lib.write_config(run_dir, cfg, {"env_spec": spec.to_dict()})
+    log = MetricsLog(run_dir, resume_env_steps=counters["env_steps"])
+
+    act = make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False)
+    update = make_update(cfg, graphdef, optimizer, spec)
+    add = jax.jit(replay_lib.add, donate_argnums=0)
+
+    frames = env.reset()[:, -1]  # [N, *frame]
+    stack = replay_lib.FrameStack(frames, spec.stack)
+    starts = np.ones(cfg.env.num_envs, bool)
+    window = _Window(start_env_steps=counters["env_steps"], start_updates=counters["updates"])
+    last_saved = counters["updates"]
+    bar = tqdm(total=cfg.train.env_steps, initial=counters["env_steps"], unit="step",
+               disable=not cfg.log.progress, dynamic_ncols=True, desc=spec.name)
+    beta0 = cfg.replay.priority_beta
+
+    while counters["env_steps"] < cfg.train.env_steps:
+        act_rng, next_rng = jax.random.split(state.rng)
+        state = state.replace(rng=next_rng)
+        obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+        plan = act(state.params, act_rng, obs, temperature(cfg, counters["env_steps"]))
+        actions = np.asarray(plan.action)
+        step = env.step(actions)
+        ended = step.terminated | step.truncated
+        ends = step.train_terminal | ended
+        replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
+                     ends=ends, starts=starts, policies=plan.action_weights,
+                     values=plan.root_value)
+        starts = ends
+        stack.push(step.obs[:, -1], starts)
+        previous_steps = counters["env_steps"]
+        counters["env_steps"] += cfg.env.num_envs
+        counters["episodes"] += int(ended.sum())
+        window.returns += step.episode_return[ended].tolist()
+        window.lengths += step.episode_length[ended].tolist()
+        bar.update(cfg.env.num_envs)
+
+        while counters["updates"] < updates_due(cfg, counters["env_steps"]):
+            beta = beta0 + (1 - beta0) * counters["updates"] / max(1, cfg.total_updates)
+            state, replay, metrics = update(state, replay, jnp.float32(beta))
+            counters["updates"] += 1
+            window.metrics.append(metrics)
+            if counters["updates"] % cfg.train.target_update_interval == 0:
+                state = state.replace(target_params=state.params)
+
+        crossed = lambda interval: (previous_steps // interval) != (counters["env_steps"]
+                                                                    // interval)
+        done = counters["env_steps"] >= cfg.train.env_steps
+        if crossed(cfg.log.log_interval) or done:
+            record = _summarise(window, counters, checkpointer)
+            if cfg.log.eval_interval and crossed(cfg.log.eval_interval) and not done:
+                returns = _evaluate(cfg, graphdef, state.params, env_kwargs,
+                                    episodes=_periodic_episodes(cfg), seed=counters["env_steps"])
+                record["eval/mean_return"] = float(np.mean(returns))
+            log.write(record)
+            if record.get("episode_return") is not None:
+                bar.set_postfix(ret=f"{record['episode_return']:.1f}", sps=f"{record['sps']:.0f}",
+                                ups=f"{record['ups']:.1f}")
+            window = _Window(start_env_steps=counters["env_steps"],
+                             start_updates=counters["updates"])
+        if counters["updates"] - last_saved >= cfg.log.checkpoint_interval or done:
+            _check_finite(window, checkpointer)
+            checkpointer.save(counters["env_steps"], state=state, replay=replay,
+                              counters=counters)
+            last_saved = counters["updates"]
+
+    bar.close()
+    env.close()
+    log.close()
+    checkpointer.close()
+    returns = _evaluate(cfg, graphdef, state.params, env_kwargs,
+                        episodes=cfg.log.eval_episodes, seed=1_000)
+    result = evaluate_lib.write_eval(run_dir, cfg.env.name, counters["env_steps"], returns)
+    print(evaluate_lib.summary_line(result))
+    return result
+
+
+def _summarise(window: _Window, counters: dict, checkpointer) -> dict:
+    """The log record of a window; raises NonFiniteLossError on a NaN/inf loss."""
+    elapsed = max(1e-9, time.perf_counter() - window.start_time)
+    record = {
+        "env_steps": counters["env_steps"],
+        "updates": counters["updates"],
+        "episodes": counters["episodes"],
+        "sps": (counters["env_steps"] - window.start_env_steps) / elapsed,
+        "ups": (counters["updates"] - window.start_updates) / elapsed,
+    }
+    if window.returns:
+        record["episode_return"] = float(np.mean(window.returns))
+        record["episode_length"] = float(np.mean(window.lengths))
+    for key, values in _check_finite(window, checkpointer).items():
+        record[key] = float(values.mean())
+    return record
+
+
+def _check_finite(window: _Window, checkpointer) -> dict:
+    """The window's metrics as numpy arrays [updates]; raises NonFiniteLossError, before
+    anything is saved, if one of them is NaN/inf."""
+    if not window.metrics:
+        return {}
+    stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *window.metrics))
+    for key, values in stacked.items():
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            step = window.start_updates + int(bad[0]) + 1
+            raise NonFiniteLossError(
+                f"{key} became {values[bad[0]]} at update {step}; the last good checkpoint "
+                f"is at env step {checkpointer.latest_step()} in {checkpointer.directory} "
+                "(lower --optim.learning-rate or --optim.max-grad-norm and rerun to resume)"
+            )
+    return stacked
+
+
+def _periodic_episodes(cfg: Config) -> int:
+    return min(cfg.log.eval_episodes, max(cfg.log.eval_envs, cfg.log.eval_episodes // 10))
+
+
+def _evaluate(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: int,
+              seed: int) -> list[float]:
+    return evaluate_lib.run_episodes(cfg, graphdef, params, env_kwargs, episodes=episodes,
+                                     seed=seed)[0]

@@ -1,0 +1,12 @@
+"""Tree search over the learned model (an mctx adapter)."""
+
+from search.planner import PlanOutput, model_recurrent_fn, model_root, plan
+from search.qtransforms import qtransform_by_tree_min_max
+
+__all__ = [
+    "PlanOutput",
+    "model_recurrent_fn",
+    "model_root",
+    "plan",
+    "qtransform_by_tree_min_max",
+]

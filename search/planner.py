@@ -1,0 +1,165 @@
+"""Batched tree search over the learned model, on top of mctx."""
+
+import dataclasses
+from typing import Any, Literal
+
+import chex
+import jax.numpy as jnp
+import mctx
+
+import world_model
+from search import qtransforms
+
+
+@chex.dataclass(frozen=True)
+class PlanOutput:
+    """The result of one batched search.
+
+    action: `[B]` int32 the action to take.
+    action_weights: `[B, num_actions]` the improved policy (Gumbel) or the root
+      visit distribution (MuZero); the policy target. Invalid actions get zero.
+    root_value: `[B]` the search value at the root.
+    network_value: `[B]` the network's raw value at the root.
+    """
+
+    action: chex.Array
+    action_weights: chex.Array
+    root_value: chex.Array
+    network_value: chex.Array
+
+
+def model_root(graphdef: Any, params: Any, obs: chex.Array) -> mctx.RootFnOutput:
+    """Returns the search root for a batch of observations `[B, *obs_shape]`.
+
+    The embedding is the model's whole `ModelState` (latent, LSTM state, value
+    prefix, step counter), so each tree node carries what the next
+    `recurrent_inference` needs.
+    """
+    out = world_model.initial_inference(graphdef, params, obs)
+    return mctx.RootFnOutput(prior_logits=out.policy_logits, value=out.value, embedding=out.state)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelRecurrentFn:
+    """`recurrent_fn` for mctx; a value-comparable dataclass rather than a
+    closure so that two calls of `model_recurrent_fn` hash equal and a jitted
+    `plan` taking it as a static argument is not retraced."""
+
+    graphdef: Any
+    discount: float
+
+    def __call__(self, params, rng, action, state):
+        del rng  # The model is deterministic.
+        out = world_model.recurrent_inference(self.graphdef, params, state, action)
+        # EfficientZero does not model terminals: the discount is the same everywhere.
+        step = mctx.RecurrentFnOutput(
+            reward=out.reward,
+            discount=jnp.full_like(out.value, self.discount),
+            prior_logits=out.policy_logits,
+            value=out.value)
+        return step, out.state
+
+
+def model_recurrent_fn(graphdef: Any, *, discount: float) -> mctx.RecurrentFn:
+    """Returns `recurrent_fn(params, rng, action, state) -> (output, next_state)`.
+
+    The reward is `world_model.recurrent_inference`'s, i.e. the difference of
+    consecutive value prefixes with the LSTM reset every `lstm_horizon` steps;
+    the reset is driven by `state.steps`, which mctx stores and gathers per node
+    like the rest of the embedding, so it is right at any depth of the tree.
+    """
+    return _ModelRecurrentFn(graphdef=graphdef, discount=float(discount))
+
+
+def plan(
+    params: Any,
+    rng: chex.PRNGKey,
+    root: mctx.RootFnOutput,
+    recurrent_fn: mctx.RecurrentFn,
+    *,
+    num_simulations: int,
+    kind: Literal["gumbel", "muzero"] = "gumbel",
+    invalid_actions: chex.Array | None = None,
+    temperature: chex.Numeric = 1.0,
+    gumbel_scale: chex.Numeric = 1.0,
+    dirichlet_alpha: float = 0.3,
+    dirichlet_fraction: float = 0.25,
+    pb_c_init: float = 1.25,
+    pb_c_base: float = 19652,
+    max_num_considered_actions: int = 16,
+    qtransform: Literal["default", "minmax"] = "default",
+    max_depth: int | None = None,
+) -> PlanOutput:
+    """Searches from a batch of roots and returns actions and policy targets.
+
+    Pure and jit-friendly: `recurrent_fn`, `num_simulations`, `kind`,
+    `qtransform`, `max_num_considered_actions` and `max_depth` must be static;
+    `temperature` and `gumbel_scale` may also be traced arrays.
+
+    Args:
+      params: the model parameters, forwarded to `recurrent_fn`.
+      rng: random key, consumed.
+      root: `RootFnOutput` with prior_logits `[B, A]`, value `[B]` and an
+        embedding pytree with leaves `[B, ...]`.
+      recurrent_fn: the model, see `model_recurrent_fn`.
+      num_simulations: number of simulations per root.
+      kind: "gumbel" for Gumbel MuZero (sequential halving at the root;
+        greedy with `gumbel_scale=0`), "muzero" for pUCT with Dirichlet noise.
+      invalid_actions: `[B, A]` mask, one where an action is invalid.
+      temperature: muzero only; act with `visits ** (1 / temperature)`,
+        0 acts with the most visited action (first on ties).
+      gumbel_scale: gumbel only; scale of the root Gumbel noise.
+      dirichlet_alpha: muzero only; concentration of the root noise.
+      dirichlet_fraction: muzero only; weight of the root noise, 0 for none.
+      pb_c_init: muzero only; pUCT c1.
+      pb_c_base: muzero only; pUCT c2.
+      max_num_considered_actions: gumbel only; actions sampled at the root.
+      qtransform: muzero only; "default" normalises Q by the node and its
+        siblings (mctx), "minmax" by the whole tree (EfficientZero).
+      max_depth: maximum depth of a simulation; None for `num_simulations`.
+
+    Returns:
+      A `PlanOutput`.
+    """
+    if kind == "gumbel":
+        if qtransform != "default":
+            raise ValueError(
+                f"qtransform={qtransform!r} is for kind='muzero'; gumbel search uses "
+                "mctx's completed-by-mix-value transform, pass qtransform='default'")
+        out = mctx.gumbel_muzero_policy(
+            params, rng, root, recurrent_fn,
+            num_simulations=num_simulations,
+            invalid_actions=invalid_actions,
+            max_depth=max_depth,
+            max_num_considered_actions=max_num_considered_actions,
+            gumbel_scale=gumbel_scale)
+        action = out.action  # [B]
+    elif kind == "muzero":
+        transforms = {
+            "default": mctx.qtransform_by_parent_and_siblings,
+            "minmax": qtransforms.qtransform_by_tree_min_max,
+        }
+        if qtransform not in transforms:
+            raise ValueError(f"qtransform={qtransform!r}; expected one of {sorted(transforms)}")
+        out = mctx.muzero_policy(
+            params, rng, root, recurrent_fn,
+            num_simulations=num_simulations,
+            invalid_actions=invalid_actions,
+            max_depth=max_depth,
+            qtransform=transforms[qtransform],
+            dirichlet_fraction=dirichlet_fraction,
+            dirichlet_alpha=dirichlet_alpha,
+            pb_c_init=pb_c_init,
+            pb_c_base=pb_c_base,
+            temperature=temperature)
+        # mctx samples even at temperature 0, breaking ties between equally
+        # visited actions at random; evaluation wants the deterministic argmax.
+        greedy = jnp.argmax(out.search_tree.summary().visit_counts, axis=-1).astype(jnp.int32)
+        action = jnp.where(jnp.asarray(temperature) == 0, greedy, out.action)  # [B]
+    else:
+        raise ValueError(f"kind={kind!r}; expected 'gumbel' or 'muzero'")
+    return PlanOutput(
+        action=action,
+        action_weights=out.action_weights,
+        root_value=out.search_tree.summary().value,
+        network_value=root.value)

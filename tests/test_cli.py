@@ -1,0 +1,53 @@
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from agent import config as config_lib
+from agent.cli import main, parse_train_args
+
+
+def test_presets_validate():
+    for name in config_lib.PRESETS:
+        cfg = config_lib.preset(name)
+        config_lib.validate(cfg)
+        assert cfg.preset == name
+
+
+def test_shortcuts_and_overrides_reach_the_config():
+    cfg = parse_train_args(["--env", "pong", "--preset", "smoke", "--env-steps=500", "--seed",
+                            "3", "--logdir", "/tmp/x", "--search.kind", "muzero",
+                            "--model.channels", "12"])
+    assert cfg.env.name == "pong" and cfg.train.env_steps == 500 and cfg.seed == 3
+    assert cfg.logdir == "/tmp/x" and cfg.search.kind == "muzero" and cfg.model.channels == 12
+    assert cfg.preset == "smoke"
+    # Untouched fields keep the preset's values.
+    assert cfg.train.batch_size == config_lib.smoke().train.batch_size
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--env-steps", "-5"], "--train.env-steps must be > 0"),
+    (["--preset", "smok"], "did you mean 'smoke'"),
+    (["--preset", "smoke", "--train.batch-size", "5000"], "larger than --replay.capacity"),
+    (["--search.num-simulations", "0"], "--search.num-simulations must be > 0"),
+])
+def test_bad_values_fail_with_one_line(args, fragment, capsys):
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+
+
+def test_config_round_trips_through_json_dict():
+    cfg = dataclasses.replace(config_lib.atari100k(), seed=7)
+    assert config_lib.from_dict(config_lib.to_dict(cfg)) == cfg
+    with pytest.raises(config_lib.ConfigError, match="unknown field"):
+        config_lib.from_dict({**config_lib.to_dict(cfg), "bogus": 1})
+
+
+def test_train_help_lists_presets_and_overrides():
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "train", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for text in ("quickstart", "smoke", "atari100k", "--train.batch-size", "--search.kind",
+                 "--env.name"):
+        assert text in out

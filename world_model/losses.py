@@ -1,0 +1,154 @@
+"""EfficientZero training loss: unroll the model K steps along the real actions.
+
+Terms per sample (summed over the unroll, then divided by K, which is EfficientZero's
+1/K gradient hook written into the loss, so its SGD learning rate carries over):
+value cross-entropy at all K+1 steps, reward / value-prefix cross-entropy at the K
+steps (zero targets past the episode end are learnt as absorbing), policy
+cross-entropy and SimSiam consistency only where `mask` says the step is real.
+"""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from world_model.networks import _initial_step, _recurrent_step
+from world_model.transforms import to_categorical
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss weights; the defaults are EfficientZero's."""
+
+    reward_weight: float = 1.0
+    """Weight of the reward (or value-prefix) cross-entropy."""
+    value_weight: float = 0.25
+    """Weight of the value cross-entropy."""
+    policy_weight: float = 1.0
+    """Weight of the policy cross-entropy against the search policy."""
+    consistency_weight: float = 2.0
+    """Weight of the SimSiam consistency (negative cosine) loss."""
+    dynamics_grad_scale: float = 0.5
+    """Factor on the gradient that flows back through each dynamics step."""
+
+    def __post_init__(self):
+        for name in ("reward_weight", "value_weight", "policy_weight", "consistency_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name} must be >= 0")
+        if not 0.0 <= self.dynamics_grad_scale <= 1.0:
+            raise ValueError("loss.dynamics_grad_scale must be in [0, 1]")
+
+
+@chex.dataclass(frozen=True)
+class Batch:
+    """One training batch of B windows of K unrolled steps."""
+
+    observations: chex.Array  # [B, K+1, *obs_shape] obs at t..t+K (roots and consistency targets)
+    actions: chex.Array  # [B, K] int32 real actions a_t..a_{t+K-1}
+    target_rewards: chex.Array  # [B, K] float32 clipped rewards r_{t+1}..r_{t+K} (0 past the end)
+    target_values: chex.Array  # [B, K+1] float32 value targets (0 past the end)
+    target_policies: chex.Array  # [B, K+1, A] float32 search policies (uniform where masked)
+    mask: chex.Array  # [B, K+1] float32, 1 where obs t+k exists in the same segment
+    weights: chex.Array  # [B] float32 importance-sampling weights
+
+
+def compute_loss(
+    graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, cfg: LossConfig
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
+    """-> (scalar loss, (metrics, priorities [B])); differentiate w.r.t. `params`."""
+    model = nnx.merge(graphdef, params)
+    mcfg = model.cfg
+    num_steps = batch.actions.shape[1]  # K
+    if num_steps == 0:
+        raise ValueError("batch.actions must hold at least one unroll step (K >= 1)")
+    obs = batch.observations  # [B, K+1, *obs_shape]
+
+    outputs = [_initial_step(model, obs[:, 0])]
+    for k in range(num_steps):
+        outputs.append(
+            _recurrent_step(
+                model, outputs[-1].state, batch.actions[:, k],
+                grad_scale=cfg.dynamics_grad_scale,
+            )
+        )  # fmt: skip
+    value_logits = jnp.stack([o.value_logits for o in outputs], axis=1)  # [B, K+1, V]
+    policy_logits = jnp.stack([o.policy_logits for o in outputs], axis=1)  # [B, K+1, A]
+    unrolled = outputs[1:]
+    reward_logits = jnp.stack([o.reward_logits for o in unrolled], axis=1)  # [B, K, R]
+
+    value_ce = _cross_entropy(
+        value_logits, to_categorical(batch.target_values, mcfg.support_size)
+    ).sum(axis=1)  # [B]
+    reward_targets = batch.target_rewards  # [B, K]
+    if mcfg.value_prefix:
+        reward_targets = _value_prefix_targets(reward_targets, horizon=mcfg.lstm_horizon)
+    reward_ce = _cross_entropy(
+        reward_logits, to_categorical(reward_targets, mcfg.reward_support_size)
+    ).sum(axis=1)  # [B]
+    policy_ce = (_cross_entropy(policy_logits, batch.target_policies) * batch.mask).sum(axis=1)
+    consistency = (_consistency(model, unrolled, obs[:, 1:]) * batch.mask[:, 1:]).sum(axis=1)
+
+    scale = 1.0 / num_steps
+    terms = {
+        "value": value_ce * scale,
+        "reward": reward_ce * scale,
+        "policy": policy_ce * scale,
+        "consistency": consistency * scale,
+    }  # each [B]
+    per_sample = (
+        cfg.value_weight * terms["value"]
+        + cfg.reward_weight * terms["reward"]
+        + cfg.policy_weight * terms["policy"]
+        + cfg.consistency_weight * terms["consistency"]
+    )  # [B]
+    loss = jnp.mean(batch.weights * per_sample)
+
+    root_value = outputs[0].value  # [B]
+    priorities = jax.lax.stop_gradient(jnp.abs(root_value - batch.target_values[:, 0])) + 1e-6
+    metrics = {f"loss/{name}": term.mean() for name, term in terms.items()}
+    metrics |= {
+        "loss/total": loss,
+        "value/mean": root_value.mean(),
+        "value/target_mean": batch.target_values[:, 0].mean(),
+        "reward/mean": jnp.stack([o.reward for o in unrolled]).mean(),
+        "policy/entropy": _entropy(outputs[0].policy_logits).mean(),
+    }
+    return loss, (jax.lax.stop_gradient(metrics), priorities)
+
+
+def _cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """[..., N] logits and target distributions -> [...]."""
+    return -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+
+
+def _entropy(logits: jax.Array) -> jax.Array:  # [B, A] -> [B]
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def _value_prefix_targets(rewards: jax.Array, *, horizon: int) -> jax.Array:
+    """[B, K] rewards -> [B, K] sums since the start of each LSTM horizon (from the root)."""
+    totals = jnp.cumsum(rewards, axis=1)  # [B, K]
+    totals = jnp.pad(totals, ((0, 0), (1, 0)))  # [B, K+1], totals[:, j] = sum of first j
+    steps = jnp.arange(rewards.shape[1])  # [K]
+    window_start = (steps // horizon) * horizon  # [K]
+    return totals[:, steps + 1] - totals[:, window_start]
+
+
+def _negative_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    """[..., N] x [..., N] -> [...] in [-1, 1]; -1 when a and b point the same way."""
+    a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+    b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-8)
+    return -jnp.sum(a * b, axis=-1)
+
+
+def _consistency(model, unrolled: list, next_obs: jax.Array) -> jax.Array:
+    """Unrolled outputs (K) and next_obs [B, K, *obs_shape] -> [B, K] negative cosines."""
+    batch, num_steps = next_obs.shape[:2]
+    latents = jnp.stack([o.state.latent for o in unrolled], axis=1)  # [B, K, *latent]
+    predicted = model.project(latents.reshape(batch * num_steps, *latents.shape[2:]), predict=True)
+    flat_obs = next_obs.reshape(batch * num_steps, *next_obs.shape[2:])  # [B*K, *obs_shape]
+    target = jax.lax.stop_gradient(model.project(model.represent(flat_obs), predict=False))
+    return _negative_cosine(predicted, target).reshape(batch, num_steps)

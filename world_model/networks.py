@@ -1,0 +1,525 @@
+"""EfficientZero-style world model (Flax NNX) and its pure entry points.
+
+The model has four parts: representation (obs -> latent), dynamics (latent, action ->
+latent, plus reward or value-prefix logits), prediction (latent -> policy and value
+logits) and a SimSiam projection for the consistency loss. Callers never hold the NNX
+module: `make_model` splits it into a static, hashable `graphdef` and a `params` pytree,
+and every entry point merges them again, so all of them are pure functions of arrays.
+
+Normalisation is LayerNorm rather than EfficientZero's BatchNorm: inference then needs no
+batch statistics, carries no mutable state, and behaves the same in training and acting.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from world_model.transforms import from_logits
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """World-model sizes; the defaults are EfficientZero's Atari network."""
+
+    channels: int = 64
+    """Channels of the latent state for image observations."""
+    num_blocks: int = 1
+    """Residual blocks in each of representation, dynamics and prediction."""
+    downsample: bool = True
+    """Image stem with stride-2 convs and avg-pools (96 -> 6); False keeps the image size."""
+    head_channels: int = 16
+    """Channels the image heads reduce the latent to (1x1 conv) before their MLP."""
+    head_hidden: int = 32
+    """Hidden width of the policy, value and reward head MLPs."""
+    vector_hidden: int = 256
+    """MLP encoder width and latent size for vector observations."""
+    value_prefix: bool = True
+    """Predict the value prefix with an LSTM (EfficientZero) instead of per-step rewards."""
+    lstm_hidden: int = 512
+    """Hidden size of the value-prefix LSTM."""
+    lstm_horizon: int = 5
+    """Steps after which the value-prefix LSTM and the prefix are reset to zero."""
+    action_embedding: bool = False
+    """Learned action embedding; False encodes it as a constant plane (images) or one-hot."""
+    action_embedding_dim: int = 16
+    """Size of the learned action embedding (used only with action_embedding)."""
+    support_size: int = 300
+    """Value support: categorical bins -S..S over h(value)."""
+    reward_support_size: int = 300
+    """Reward / value-prefix support: categorical bins -S..S over h(reward)."""
+    proj_hidden: int = 1024
+    """Hidden width of the consistency projection."""
+    proj_out: int = 1024
+    """Output size of the consistency projection and its prediction head."""
+    pred_hidden: int = 512
+    """Hidden width of the projection's prediction head."""
+    dtype: str = "float32"
+    """Compute dtype, float32 or bfloat16; params and returned logits stay float32."""
+
+    def __post_init__(self):
+        positive = (
+            "channels", "head_channels", "head_hidden", "vector_hidden", "lstm_hidden",
+            "lstm_horizon", "action_embedding_dim", "support_size", "reward_support_size",
+            "proj_hidden", "proj_out", "pred_hidden",
+        )  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be > 0")
+        if self.num_blocks < 0:
+            raise ValueError("model.num_blocks must be >= 0")
+        if self.downsample and self.channels % 2:
+            raise ValueError("model.channels must be even when model.downsample is on")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}")
+
+
+@chex.dataclass(frozen=True)
+class ModelState:
+    """What search carries between model calls (the mctx embedding)."""
+
+    latent: chex.Array  # [B, h, w, C] images or [B, D] vectors, compute dtype, in [0, 1]
+    lstm_h: chex.Array  # [B, L] float32; L = lstm_hidden, or 0 without value_prefix
+    lstm_c: chex.Array  # [B, L] float32
+    prefix: chex.Array  # [B] float32, value prefix so far in this LSTM horizon
+    steps: chex.Array  # [B] int32, dynamics steps since the last LSTM reset
+
+
+@chex.dataclass(frozen=True)
+class ModelOutput:
+    """One model call; logits and decoded scalars are float32."""
+
+    state: ModelState
+    reward: chex.Array  # [B] decoded reward of the step into `state` (0 at the root)
+    reward_logits: chex.Array  # [B, R] reward or value-prefix logits (zeros at the root)
+    policy_logits: chex.Array  # [B, A]
+    value: chex.Array  # [B] decoded value
+    value_logits: chex.Array  # [B, V]
+
+
+def make_model(
+    cfg: ModelConfig, obs_shape: Sequence[int], num_actions: int, *, seed: int
+) -> tuple[nnx.GraphDef, nnx.State]:
+    """Builds the model for `obs_shape` ((H, W, C) uint8 or (D,)) and splits it."""
+    obs_shape = tuple(int(n) for n in obs_shape)
+    if len(obs_shape) not in (1, 3) or min(obs_shape) <= 0:
+        raise ValueError(f"obs_shape {obs_shape} must be (H, W, C) for images or (D,) for vectors")
+    if num_actions <= 0:
+        raise ValueError("num_actions must be > 0")
+    graphdef = nnx.graphdef(
+        nnx.eval_shape(lambda: _WorldModel(cfg, obs_shape, num_actions, rngs=nnx.Rngs(0)))
+    )
+    return graphdef, _init_params(cfg, obs_shape, num_actions, jax.random.key(seed))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init_params(
+    cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int, key: jax.Array
+) -> nnx.State:
+    # One compiled program: eager construction compiles every initialiser separately (~40 s).
+    return nnx.state(_WorldModel(cfg, obs_shape, num_actions, rngs=nnx.Rngs(key)))
+
+
+def initial_inference(graphdef: nnx.GraphDef, params: nnx.State, obs: jax.Array) -> ModelOutput:
+    """obs [B, *obs_shape] -> root output: fresh LSTM state, reward 0."""
+    return _initial_step(nnx.merge(graphdef, params), obs)
+
+
+def recurrent_inference(
+    graphdef: nnx.GraphDef, params: nnx.State, state: ModelState, action: jax.Array
+) -> ModelOutput:
+    """One dynamics step from `state` with action [B] int32."""
+    return _recurrent_step(nnx.merge(graphdef, params), state, action)
+
+
+def project(
+    graphdef: nnx.GraphDef, params: nnx.State, latent: jax.Array, *, predict: bool
+) -> jax.Array:
+    """latent [B, ...] -> [B, proj_out] float32; `predict` adds the SimSiam predictor."""
+    return nnx.merge(graphdef, params).project(latent, predict=predict)
+
+
+def _initial_step(model: "_WorldModel", obs: jax.Array) -> ModelOutput:
+    latent = model.represent(obs)
+    batch = latent.shape[0]
+    carry = jnp.zeros((batch, model.carry_size), jnp.float32)  # [B, L]
+    zeros = jnp.zeros((batch,), jnp.float32)  # [B]
+    state = ModelState(
+        latent=latent, lstm_h=carry, lstm_c=carry, prefix=zeros,
+        steps=jnp.zeros((batch,), jnp.int32),
+    )  # fmt: skip
+    reward_logits = jnp.zeros((batch, 2 * model.cfg.reward_support_size + 1), jnp.float32)
+    return _with_prediction(model, state, reward=zeros, reward_logits=reward_logits)
+
+
+def _recurrent_step(
+    model: "_WorldModel", state: ModelState, action: jax.Array, *, grad_scale: float = 1.0
+) -> ModelOutput:
+    """Dynamics + reward + prediction; `grad_scale` scales the gradient into the latent.
+
+    The loss uses `grad_scale` < 1 (MuZero's dynamics gradient scaling); inference uses 1.
+    """
+    cfg = model.cfg
+    reset = state.steps >= cfg.lstm_horizon  # [B]; a new horizon starts from zero
+    lstm_h = jnp.where(reset[:, None], 0.0, state.lstm_h)  # [B, L]
+    lstm_c = jnp.where(reset[:, None], 0.0, state.lstm_c)  # [B, L]
+    prefix = jnp.where(reset, 0.0, state.prefix)  # [B]
+    steps = jnp.where(reset, 0, state.steps) + 1  # [B]
+
+    latent = _scale_gradient(model.dynamics(state.latent, action), grad_scale)
+    (lstm_c, lstm_h), reward_logits = model.reward((lstm_c, lstm_h), latent)
+    decoded = from_logits(reward_logits, cfg.reward_support_size)  # [B]
+    if cfg.value_prefix:
+        reward = decoded - prefix  # prefix_k - prefix_{k-1}, with prefix_0 = 0 after a reset
+        prefix = decoded
+    else:
+        reward = decoded
+    new_state = ModelState(latent=latent, lstm_h=lstm_h, lstm_c=lstm_c, prefix=prefix, steps=steps)
+    return _with_prediction(model, new_state, reward=reward, reward_logits=reward_logits)
+
+
+def _with_prediction(
+    model: "_WorldModel", state: ModelState, *, reward: jax.Array, reward_logits: jax.Array
+) -> ModelOutput:
+    policy_logits, value_logits = model.predict(state.latent)
+    return ModelOutput(
+        state=state,
+        reward=reward,
+        reward_logits=reward_logits,
+        policy_logits=policy_logits,
+        value=from_logits(value_logits, model.cfg.support_size),
+        value_logits=value_logits,
+    )
+
+
+def _scale_gradient(x: jax.Array, scale: float) -> jax.Array:
+    """Identity forward; multiplies the backward gradient by `scale`."""
+    if scale == 1.0:
+        return x
+    return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+    """Min-max normalises each sample of x [B, ...] to [0, 1] (EfficientZero's latent)."""
+    flat = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, N]
+    low = flat.min(axis=-1, keepdims=True)  # [B, 1]
+    high = flat.max(axis=-1, keepdims=True)  # [B, 1]
+    scaled = (flat - low) / jnp.maximum(high - low, 1e-5)  # constant latents stay finite
+    return scaled.reshape(x.shape).astype(x.dtype)
+
+
+def _avg_pool(x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, ceil(H / 2), ceil(W / 2), C] (3x3 window, stride 2, pad 1)."""
+    return nnx.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def _stem_size(n: int) -> int:
+    """Spatial size after the downsampling stem: two stride-2 convs and two pools."""
+    for _ in range(4):
+        n = math.ceil(n / 2)
+    return n
+
+
+def _conv(in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, dtype, rngs) -> nnx.Conv:
+    pad = kernel // 2
+    return nnx.Conv(
+        in_ch, out_ch, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
+        use_bias=False, dtype=dtype, rngs=rngs,
+    )  # fmt: skip
+
+
+def _zero_linear(in_features: int, out_features: int, *, dtype, rngs) -> nnx.Linear:
+    """Zero-initialised last layer: heads start uniform, i.e. value 0 and a flat policy."""
+    return nnx.Linear(
+        in_features, out_features, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
+        rngs=rngs,
+    )  # fmt: skip
+
+
+class _ResBlock(nnx.Module):
+    """conv-LN-relu-conv-LN plus skip, then relu; a strided block convolves the skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, dtype, rngs: nnx.Rngs):
+        self.conv1 = _conv(in_ch, out_ch, stride=stride, dtype=dtype, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(out_ch, dtype=dtype, rngs=rngs)
+        self.conv2 = _conv(out_ch, out_ch, dtype=dtype, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(out_ch, dtype=dtype, rngs=rngs)
+        same_shape = stride == 1 and in_ch == out_ch
+        self.skip = (
+            None if same_shape else _conv(in_ch, out_ch, stride=stride, dtype=dtype, rngs=rngs)
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C_in] -> [B, H', W', C_out]
+        y = jax.nn.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return jax.nn.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+class _DenseBlock(nnx.Module):
+    """The vector counterpart of `_ResBlock`: Linear-LN-relu-Linear-LN plus skip."""
+
+    def __init__(self, width: int, *, dtype, rngs: nnx.Rngs):
+        self.fc1 = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, D] -> [B, D]
+        y = jax.nn.relu(self.norm1(self.fc1(x)))
+        return jax.nn.relu(x + self.norm2(self.fc2(y)))
+
+
+def _blocks(width: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs) -> nnx.Sequential:
+    block = _ResBlock if spatial else _DenseBlock
+    args = (width, width) if spatial else (width,)
+    return nnx.Sequential(*[block(*args, dtype=dtype, rngs=rngs) for _ in range(cfg.num_blocks)])
+
+
+class _ImageEncoder(nnx.Module):
+    """uint8 [B, H, W, C_in] -> [B, h, w, channels]."""
+
+    def __init__(self, in_ch: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+        ch = cfg.channels
+        if cfg.downsample:
+            half = ch // 2
+            self.stem = nnx.Sequential(
+                _conv(in_ch, half, stride=2, dtype=dtype, rngs=rngs),
+                nnx.LayerNorm(half, dtype=dtype, rngs=rngs),
+                jax.nn.relu,
+                _ResBlock(half, half, dtype=dtype, rngs=rngs),
+                _ResBlock(half, ch, stride=2, dtype=dtype, rngs=rngs),
+                _ResBlock(ch, ch, dtype=dtype, rngs=rngs),
+                _avg_pool,
+                _ResBlock(ch, ch, dtype=dtype, rngs=rngs),
+                _avg_pool,
+            )
+        else:
+            self.stem = nnx.Sequential(
+                _conv(in_ch, ch, dtype=dtype, rngs=rngs),
+                nnx.LayerNorm(ch, dtype=dtype, rngs=rngs),
+                jax.nn.relu,
+            )
+        self.blocks = _blocks(ch, cfg, spatial=True, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.astype(self.dtype) / 255.0  # [B, H, W, C_in] in [0, 1]
+        return self.blocks(self.stem(x))
+
+
+class _VectorEncoder(nnx.Module):
+    """float [B, D_in] -> [B, vector_hidden]."""
+
+    def __init__(self, in_features: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+        width = cfg.vector_hidden
+        self.stem = nnx.Sequential(
+            nnx.Linear(in_features, width, dtype=dtype, rngs=rngs),
+            nnx.LayerNorm(width, dtype=dtype, rngs=rngs),
+            jax.nn.relu,
+        )
+        self.blocks = _blocks(width, cfg, spatial=False, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return self.blocks(self.stem(obs.astype(self.dtype)))
+
+
+class _Dynamics(nnx.Module):
+    """latent [B, ..., C], action [B] -> next latent (unnormalised), residual in the latent."""
+
+    def __init__(
+        self, width: int, num_actions: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs
+    ):
+        if cfg.action_embedding:
+            self.embed = nnx.Embed(num_actions, cfg.action_embedding_dim, dtype=dtype, rngs=rngs)
+            action_features = cfg.action_embedding_dim
+        else:
+            # EfficientZero's constant plane a / A for images; a one-hot for vectors.
+            self.embed = None
+            action_features = 1 if spatial else num_actions
+        in_features = width + action_features
+        if spatial:
+            self.mix = _conv(in_features, width, dtype=dtype, rngs=rngs)
+        else:
+            self.mix = nnx.Linear(in_features, width, dtype=dtype, rngs=rngs)
+        self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.blocks = _blocks(width, cfg, spatial=spatial, dtype=dtype, rngs=rngs)
+        self.num_actions = num_actions
+        self.spatial = spatial
+
+    def _encode_action(self, action: jax.Array, dtype) -> jax.Array:  # [B] -> [B, E]
+        if self.embed is not None:
+            return self.embed(action).astype(dtype)
+        if self.spatial:
+            return (action.astype(dtype) / self.num_actions)[:, None]
+        return jax.nn.one_hot(action, self.num_actions, dtype=dtype)
+
+    def __call__(self, latent: jax.Array, action: jax.Array) -> jax.Array:
+        features = self._encode_action(action, latent.dtype)  # [B, E]
+        spatial_ones = (1,) * (latent.ndim - 2)
+        features = features.reshape(features.shape[0], *spatial_ones, features.shape[-1])
+        features = jnp.broadcast_to(features, latent.shape[:-1] + features.shape[-1:])
+        x = jnp.concatenate([latent, features], axis=-1)  # [B, ..., C + E]
+        x = jax.nn.relu(self.norm(self.mix(x)) + latent)
+        return self.blocks(x)
+
+
+class _Reduce(nnx.Module):
+    """Image latent [B, h, w, C] -> [B, head_channels * h * w]; vectors pass through."""
+
+    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
+        if len(latent_shape) == 3:
+            self.conv = _conv(latent_shape[-1], cfg.head_channels, kernel=1, dtype=dtype, rngs=rngs)
+            self.norm = nnx.LayerNorm(cfg.head_channels, dtype=dtype, rngs=rngs)
+            self.size = cfg.head_channels * latent_shape[0] * latent_shape[1]
+        else:
+            self.conv = self.norm = None
+            self.size = latent_shape[0]
+
+    def __call__(self, latent: jax.Array) -> jax.Array:
+        if self.conv is None:
+            return latent
+        x = jax.nn.relu(self.norm(self.conv(latent)))  # [B, h, w, head_channels]
+        return x.reshape(x.shape[0], -1)
+
+
+class _MLPHead(nnx.Module):
+    """[B, N] -> [B, out] float32 logits; one hidden layer, zero-initialised output."""
+
+    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, *, dtype, rngs):
+        self.hidden = nnx.Linear(in_features, cfg.head_hidden, dtype=dtype, rngs=rngs)
+        self.norm = nnx.LayerNorm(cfg.head_hidden, dtype=dtype, rngs=rngs)
+        self.out = _zero_linear(cfg.head_hidden, out_features, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(jax.nn.relu(self.norm(self.hidden(x)))).astype(jnp.float32)
+
+
+class _RewardHead(nnx.Module):
+    """Per-step reward logits from the next latent; the carry passes through unused."""
+
+    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
+        self.reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        self.head = _MLPHead(
+            self.reduce.size, 2 * cfg.reward_support_size + 1, cfg, dtype=dtype, rngs=rngs
+        )
+
+    def __call__(self, carry, latent: jax.Array):
+        return carry, self.head(self.reduce(latent))
+
+
+class _ValuePrefixHead(nnx.Module):
+    """LSTM over the reduced next latents; its logits are the value prefix of the horizon."""
+
+    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
+        self.reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        self.lstm = nnx.LSTMCell(self.reduce.size, cfg.lstm_hidden, dtype=dtype, rngs=rngs)
+        self.norm = nnx.LayerNorm(cfg.lstm_hidden, dtype=dtype, rngs=rngs)
+        self.head = _MLPHead(
+            cfg.lstm_hidden, 2 * cfg.reward_support_size + 1, cfg, dtype=dtype, rngs=rngs
+        )
+
+    def __call__(self, carry, latent: jax.Array):
+        (c, h), out = self.lstm(carry, self.reduce(latent))  # out [B, L]
+        # The carry lives in float32 (it is the search embedding), whatever the compute dtype.
+        carry = (c.astype(jnp.float32), h.astype(jnp.float32))
+        return carry, self.head(jax.nn.relu(self.norm(out)))
+
+
+class _Prediction(nnx.Module):
+    """latent -> (policy logits [B, A], value logits [B, V]), float32."""
+
+    def __init__(
+        self, latent_shape: tuple[int, ...], num_actions: int, cfg: ModelConfig, *, dtype, rngs
+    ):
+        spatial = len(latent_shape) == 3
+        self.blocks = _blocks(latent_shape[-1], cfg, spatial=spatial, dtype=dtype, rngs=rngs)
+        self.policy_reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        self.value_reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        size = self.policy_reduce.size
+        self.policy = _MLPHead(size, num_actions, cfg, dtype=dtype, rngs=rngs)
+        self.value = _MLPHead(size, 2 * cfg.support_size + 1, cfg, dtype=dtype, rngs=rngs)
+
+    def __call__(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = self.blocks(latent)
+        return self.policy(self.policy_reduce(x)), self.value(self.value_reduce(x))
+
+
+class _Projection(nnx.Module):
+    """SimSiam projector (latent -> [B, proj_out]) and predictor ([B, proj_out] -> same)."""
+
+    def __init__(self, latent_size: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+        def dense(i, o):
+            return nnx.Linear(i, o, dtype=dtype, rngs=rngs)
+
+        def norm(n):
+            return nnx.LayerNorm(n, dtype=dtype, rngs=rngs)
+
+        hidden, out = cfg.proj_hidden, cfg.proj_out
+        self.projector = nnx.Sequential(
+            dense(latent_size, hidden), norm(hidden), jax.nn.relu,
+            dense(hidden, hidden), norm(hidden), jax.nn.relu,
+            dense(hidden, out), norm(out),
+        )  # fmt: skip
+        self.predictor = nnx.Sequential(
+            dense(out, cfg.pred_hidden), norm(cfg.pred_hidden), jax.nn.relu,
+            dense(cfg.pred_hidden, out),
+        )  # fmt: skip
+
+    def __call__(self, latent: jax.Array, *, predict: bool) -> jax.Array:
+        x = self.projector(latent.reshape(latent.shape[0], -1))  # [B, proj_out]
+        if predict:
+            x = self.predictor(x)
+        return x.astype(jnp.float32)
+
+
+class _WorldModel(nnx.Module):
+    """All parts of the model; only the functions above call it."""
+
+    def __init__(
+        self, cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int, *, rngs: nnx.Rngs
+    ):
+        dtype = _DTYPES[cfg.dtype]
+        spatial = len(obs_shape) == 3
+        if spatial:
+            height, width, in_ch = obs_shape
+            if cfg.downsample:
+                height, width = _stem_size(height), _stem_size(width)
+            latent_shape = (height, width, cfg.channels)
+            self.encoder = _ImageEncoder(in_ch, cfg, dtype=dtype, rngs=rngs)
+        else:
+            latent_shape = (cfg.vector_hidden,)
+            self.encoder = _VectorEncoder(obs_shape[0], cfg, dtype=dtype, rngs=rngs)
+        width = latent_shape[-1]
+        self.dynamics_net = _Dynamics(
+            width, num_actions, cfg, spatial=spatial, dtype=dtype, rngs=rngs
+        )
+        reward_head = _ValuePrefixHead if cfg.value_prefix else _RewardHead
+        self.reward_head = reward_head(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        self.prediction = _Prediction(latent_shape, num_actions, cfg, dtype=dtype, rngs=rngs)
+        self.projection = _Projection(math.prod(latent_shape), cfg, dtype=dtype, rngs=rngs)
+        self.cfg = cfg
+        self.carry_size = cfg.lstm_hidden if cfg.value_prefix else 0
+
+    def represent(self, obs: jax.Array) -> jax.Array:  # [B, *obs_shape] -> [B, *latent]
+        return _normalize(self.encoder(obs))
+
+    def dynamics(self, latent: jax.Array, action: jax.Array) -> jax.Array:
+        return _normalize(self.dynamics_net(latent, action))
+
+    def reward(self, carry, latent: jax.Array):
+        """((c, h) [B, L] each, next latent) -> (new carry, reward logits [B, R])."""
+        return self.reward_head(carry, latent)
+
+    def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.prediction(latent)
+
+    def project(self, latent: jax.Array, *, predict: bool) -> jax.Array:
+        return self.projection(latent, predict=predict)
