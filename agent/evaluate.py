@@ -3,6 +3,7 @@ exploration noise), a fixed number of whole episodes, written to DIR/eval.json."
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -25,33 +26,74 @@ def _greedy_act(graphdef, search_cfg, discount: float):
     return make_act(graphdef, search_cfg, discount=discount, greedy=True)
 
 
+@dataclasses.dataclass
+class Trajectory:
+    """One recorded evaluation episode (its first `record_steps` steps)."""
+
+    obs: np.ndarray  # [T, *obs_shape] what the model saw
+    actions: np.ndarray  # [T] int32
+    rewards: np.ndarray  # [T] float32 raw reward after each action
+    policies: np.ndarray  # [T, A] search policy
+    values: np.ndarray  # [T] search root value
+    complete: bool  # the recording reaches the episode's end
+
+
+@dataclasses.dataclass
+class Episodes:
+    returns: list[float]
+    video: list[np.ndarray]  # frames of the first episode, if asked for
+    trajectories: list[Trajectory]  # if asked for
+
+
 def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: int,
-                 seed: int, record: bool = False) -> tuple[list[float], list[np.ndarray]]:
-    """Plays exactly `episodes` whole episodes; returns their raw returns and, if
-    `record`, the frames of the first one."""
+                 seed: int, record_video: bool = False, record_steps: int = 0) -> Episodes:
+    """Plays exactly `episodes` whole episodes with the greedy search policy.
+
+    `record_video` keeps the first episode's frames; `record_steps` > 0 keeps each
+    episode's first `record_steps` steps as a Trajectory (held-out data for `dreams`).
+    """
     num_envs = min(episodes, cfg.log.eval_envs)
     env = make_env(cfg.env.name, num_envs=num_envs, seed=seed, mode="eval", **env_kwargs)
     act = _greedy_act(graphdef, cfg.search, cfg.train.discount)
     # Each env plays its own quota, so short episodes are not over-represented.
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
+    recording: list[list[tuple]] = [[] for _ in range(num_envs)]
+    trajectories = []
     frames = env.reset()[:, -1]
     stack = replay_lib.FrameStack(frames, env.spec.stack)
-    video = [frames[0]] if record else []
+    video = [frames[0]] if record_video else []
     rng = jax.random.key(seed)
     while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
         rng, act_rng = jax.random.split(rng)
         obs = replay_lib.merge_stack(stack.frames, is_image=env.spec.is_image)
-        step = env.step(np.asarray(act(params, act_rng, obs, 0.0).action))
+        plan = jax.device_get(act(params, act_rng, obs, 0.0))
+        step = env.step(plan.action)
         ended = step.terminated | step.truncated
-        for i in np.flatnonzero(ended):
-            if len(returns[i]) < quota[i]:
+        for i in range(num_envs):
+            if record_steps and len(recording[i]) < record_steps:
+                recording[i].append((obs[i], plan.action[i], step.reward[i],
+                                     plan.action_weights[i], plan.root_value[i]))
+            if ended[i] and len(returns[i]) < quota[i]:
                 returns[i].append(float(step.episode_return[i]))
-        if record and not returns[0]:
+                if record_steps:
+                    trajectories.append(_trajectory(recording[i], step.episode_length[i],
+                                                    record_steps))
+            if ended[i]:
+                recording[i] = []
+        if record_video and not returns[0]:
             video.append(step.obs[0, -1])
         stack.push(step.obs[:, -1], step.train_terminal | ended)
     env.close()
-    return [r for per_env in returns for r in per_env], video
+    return Episodes(returns=[r for per_env in returns for r in per_env], video=video,
+                    trajectories=trajectories)
+
+
+def _trajectory(steps: list[tuple], length: int, record_steps: int) -> Trajectory:
+    obs, actions, rewards, policies, values = (np.stack(x) for x in zip(*steps, strict=True))
+    return Trajectory(obs=obs, actions=actions.astype(np.int32),
+                      rewards=rewards.astype(np.float32), policies=policies,
+                      values=values.astype(np.float32), complete=length <= record_steps)
 
 
 def write_eval(run_dir: Path, env_name: str, env_steps: int, returns: list[float]) -> dict:
@@ -101,13 +143,13 @@ def evaluate_run(run_dir: Path, *, episodes: int | None = None, video: bool = Fa
                  seed: int = 1_000) -> dict:
     """`dreamzero evaluate`: loads the latest checkpoint, plays, writes eval.json."""
     cfg, graphdef, params, env_steps, env_kwargs = load_run(run_dir)
-    returns, frames = run_episodes(cfg, graphdef, params, env_kwargs,
-                                   episodes=episodes or cfg.log.eval_episodes, seed=seed,
-                                   record=video)
-    result = write_eval(run_dir, cfg.env.name, env_steps, returns)
+    played = run_episodes(cfg, graphdef, params, env_kwargs,
+                          episodes=episodes or cfg.log.eval_episodes, seed=seed,
+                          record_video=video)
+    result = write_eval(run_dir, cfg.env.name, env_steps, played.returns)
     print(summary_line(result))
     if video:
-        path = _write_video(Path(run_dir) / "eval.gif", frames)
+        path = _write_video(Path(run_dir) / "eval.gif", played.video)
         print(f"wrote {path}" if path else "no video: this env's observations are not images")
     return result
 

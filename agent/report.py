@@ -84,18 +84,16 @@ def find_runs(run_dirs: Iterable[Path]) -> list[Run]:
 def load_run(path: Path) -> Run:
     config = json.loads((path / "config.json").read_text())
     env = config["env"]["name"]
-    train_steps, train_returns, eval_steps, eval_returns = [], [], [], []
+    train, evals = [], []  # (env_steps, return) in log order
     last_env_steps = None
     for record in _read_jsonl(path / "metrics.jsonl"):
         if "env_steps" not in record:
             continue
         last_env_steps = int(record["env_steps"])
         if record.get("episode_return") is not None:
-            train_steps.append(record["env_steps"])
-            train_returns.append(record["episode_return"])
+            train.append((record["env_steps"], record["episode_return"]))
         if record.get("eval/mean_return") is not None:
-            eval_steps.append(record["env_steps"])
-            eval_returns.append(record["eval/mean_return"])
+            evals.append((record["env_steps"], record["eval/mean_return"]))
     return Run(
         path=path,
         env=env,
@@ -103,10 +101,25 @@ def load_run(path: Path) -> Run:
         seed=int(config["seed"]),
         preset=config.get("preset"),
         final=_read_json_or_none(path / "eval.json"),
-        train=Curve(np.asarray(train_steps, float), np.asarray(train_returns, float)),
-        evals=Curve(np.asarray(eval_steps, float), np.asarray(eval_returns, float)),
+        train=_curve(train),
+        evals=_curve(evals),
         last_env_steps=last_env_steps,
     )
+
+
+def _curve(points: list[tuple[float, float]]) -> Curve:
+    """A curve from logged (env_steps, return) points, in log order.
+
+    A run resumed from an earlier checkpoint logs a stretch of env steps again; the later
+    points replace the earlier ones there, so the curve moves forward in env steps.
+    """
+    kept: list[tuple[float, float]] = []
+    for step, value in points:
+        while kept and kept[-1][0] > step:
+            kept.pop()
+        kept.append((step, value))
+    steps, returns = np.array(kept, dtype=np.float64).reshape(-1, 2).T
+    return Curve(steps, returns)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -230,12 +243,19 @@ def hns_matrix(rows: list[dict]) -> tuple[np.ndarray, list[str], int]:
 def _bootstrap(scores: np.ndarray, func, *, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """rliable's stratified-bootstrap point estimate and 95% CI [2, ...] of func(scores)."""
     library, _ = _import_rliable()
-    with warnings.catch_warnings():
-        # arch deprecates the RandomState that rliable passes on; it is still honoured.
-        warnings.simplefilter("ignore", FutureWarning)
-        points, intervals = library.get_interval_estimates(
-            {"run": scores}, func, reps=reps, random_state=np.random.RandomState(seed)
-        )
+    # rliable 1.2 draws the resampled run indices from NumPy's global RNG (its
+    # `random_state` only reaches arch), so seed that for this call and restore it after.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            # arch deprecates the RandomState that rliable passes on; it still works.
+            warnings.simplefilter("ignore", FutureWarning)
+            points, intervals = library.get_interval_estimates(
+                {"run": scores}, func, reps=reps, random_state=np.random.RandomState(seed)
+            )
+    finally:
+        np.random.set_state(saved)
     return points["run"], intervals["run"]
 
 
@@ -338,6 +358,7 @@ def plot_learning_curves(runs: list[Run], path: Path) -> Path:
             handles.setdefault(label, handle)
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=4)
+    fig.suptitle("Return vs env steps: mean over seeds, shaded ±1 std")
     fig.supxlabel("env steps")
     fig.supylabel("episode return (raw score)")
     fig.savefig(path, dpi=100)
@@ -617,6 +638,9 @@ def build_report(run_dirs: list[Path], out: Path, *, reps: int = 2000, seed: int
     `reps` bootstrap replications with a fixed `seed`, so the CIs are reproducible.
     """
     run_dirs = [Path(d) for d in run_dirs]
+    absent = [str(d) for d in run_dirs if not d.is_dir()]
+    if absent:
+        raise FileNotFoundError(f"no such run directory: {', '.join(absent)}")
     found = find_runs(run_dirs)
     if not found:
         raise FileNotFoundError(f"no run directories (with config.json) under {run_dirs}")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import search
 from agent import checkpoint as checkpoint_lib
+from agent import dreams
 from agent import evaluate as evaluate_lib
 from agent import replay as replay_lib
 from agent.acting import make_act
@@ -29,6 +30,10 @@ from agent.envs import EnvSpec, make_env
 from agent.metrics import MetricsLog
 from agent.reanalyze import make_batch
 from world_model import compute_loss, make_model
+
+
+_DREAM_HORIZON = 10
+_DREAM_RECORD_STEPS = 200
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,6 +64,11 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     else:
         step = optax.adamw(schedule, weight_decay=o.weight_decay)
     return optax.chain(optax.clip_by_global_norm(o.max_grad_norm), step)
+
+
+def _copy(tree):
+    # A real copy: the update donates its state, and donating one buffer twice fails.
+    return jax.tree.map(jnp.copy, tree)
 
 
 def augment(rng, obs):
@@ -150,7 +160,8 @@ def train(cfg: Config) -> dict:
 
     graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
     optimizer = make_optimizer(cfg)
-    state = TrainState(params=params, target_params=params, opt_state=optimizer.init(params),
+    state = TrainState(params=params, target_params=_copy(params),
+                       opt_state=optimizer.init(params),
                        rng=jax.random.key_data(jax.random.key(cfg.seed)))
     replay = replay_lib.init(num_envs=cfg.env.num_envs, capacity=cfg.replay.capacity,
                              frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
@@ -218,7 +229,7 @@ def train(cfg: Config) -> dict:
             counters["updates"] += 1
             window.metrics.append(metrics)
             if counters["updates"] % cfg.train.target_update_interval == 0:
-                state = state.replace(target_params=state.params)
+                state = state.replace(target_params=_copy(state.params))
 
         crossed = lambda interval: (previous_steps // interval) != (counters["env_steps"]
                                                                     // interval)
@@ -226,9 +237,8 @@ def train(cfg: Config) -> dict:
         if crossed(cfg.log.log_interval) or done:
             record = _summarise(window, counters, checkpointer)
             if cfg.log.eval_interval and crossed(cfg.log.eval_interval) and not done:
-                returns = _evaluate(cfg, graphdef, state.params, env_kwargs,
-                                    episodes=_periodic_episodes(cfg), seed=counters["env_steps"])
-                record["eval/mean_return"] = float(np.mean(returns))
+                record |= _periodic_evaluation(cfg, graphdef, state.params, env_kwargs,
+                                               seed=counters["env_steps"])
             log.write(record)
             if record.get("episode_return") is not None:
                 bar.set_postfix(ret=f"{record['episode_return']:.1f}", sps=f"{record['sps']:.0f}",
@@ -288,11 +298,24 @@ def _check_finite(window: _Window, checkpointer) -> dict:
     return stacked
 
 
-def _periodic_episodes(cfg: Config) -> int:
-    return min(cfg.log.eval_episodes, max(cfg.log.eval_envs, cfg.log.eval_episodes // 10))
+def _periodic_evaluation(cfg: Config, graphdef, params, env_kwargs: dict, *,
+                         seed: int) -> dict:
+    """A tenth of the final evaluation's episodes (at least one parallel batch), and the
+    dream fidelity on those same held-out episodes."""
+    episodes = min(cfg.log.eval_episodes, max(cfg.log.eval_envs, cfg.log.eval_episodes // 10))
+    played = evaluate_lib.run_episodes(cfg, graphdef, params, env_kwargs, episodes=episodes,
+                                       seed=seed, record_steps=_DREAM_RECORD_STEPS)
+    record = {"eval/mean_return": float(np.mean(played.returns))}
+    try:
+        record |= dreams.fidelity_metrics(graphdef, params, played.trajectories,
+                                          horizon=_DREAM_HORIZON, discount=cfg.train.discount,
+                                          clip_rewards=cfg.train.clip_rewards)
+    except ValueError:  # every held-out episode was shorter than the dream horizon
+        pass
+    return record
 
 
 def _evaluate(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: int,
               seed: int) -> list[float]:
     return evaluate_lib.run_episodes(cfg, graphdef, params, env_kwargs, episodes=episodes,
-                                     seed=seed)[0]
+                                     seed=seed).returns

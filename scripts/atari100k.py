@@ -16,6 +16,7 @@ import difflib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -54,9 +55,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--games", nargs="+", required=True, help=f'game names ("pong", "MsPacman") or {ALL_GAMES}'
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="default: 0")
     parser.add_argument("--root", type=Path, required=True, help="runs go to ROOT/GAME/seed_S")
-    parser.add_argument("--preset", default="atari100k")
+    parser.add_argument("--preset", default="atari100k", help="dreamzero train preset")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     return parser.parse_args(own), extra
@@ -134,13 +135,24 @@ def _start(job: Job, parallel: int) -> subprocess.Popen:
         return subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    # Ctrl-C reached the runs too: give them time to exit on their own, then stop them.
+class Terminated(Exception):
+    """The sweep runner got SIGTERM (a scheduler, `kill`, `timeout`)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _stop(procs: list[subprocess.Popen], *, forward: bool) -> None:
+    """Stops the running runs after the sweep itself was stopped."""
+    if forward:  # SIGTERM reached only this process; Ctrl-C reaches the runs as well
+        for proc in procs:
+            proc.terminate()
     for proc in procs:
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=30)  # time to exit cleanly
         except subprocess.TimeoutExpired:
-            proc.terminate()
+            proc.kill()
             proc.wait()
 
 
@@ -174,8 +186,8 @@ def run_jobs(jobs: list[Job], parallel: int) -> tuple[list[Job], list[Job]]:
                     f"{left} run(s) left, time left {_time_left(durations, left, parallel)}",
                     flush=True,
                 )
-    except KeyboardInterrupt:
-        _stop(list(running))
+    except (KeyboardInterrupt, Terminated) as stop:
+        _stop(list(running), forward=isinstance(stop, Terminated))
         raise
     return failed, stopped
 
@@ -200,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"would run: {shlex.join(job.command)}")
         print(f"then: {report}")
         return 0
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         failed, stopped = run_jobs(todo, args.parallel)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return 130
     for job in failed:

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any, Literal
 
 import chex
+import jax
 import jax.numpy as jnp
 import mctx
 
@@ -56,7 +57,8 @@ class _ModelRecurrentFn:
             reward=out.reward,
             discount=jnp.full_like(out.value, self.discount),
             prior_logits=out.policy_logits,
-            value=out.value)
+            value=out.value,
+        )
         return step, out.state
 
 
@@ -85,7 +87,7 @@ def plan(
     dirichlet_alpha: float = 0.3,
     dirichlet_fraction: float = 0.25,
     pb_c_init: float = 1.25,
-    pb_c_base: float = 19652,
+    pb_c_base: float = 19652.0,
     max_num_considered_actions: int = 16,
     qtransform: Literal["default", "minmax"] = "default",
     max_depth: int | None = None,
@@ -94,7 +96,7 @@ def plan(
 
     Pure and jit-friendly: `recurrent_fn`, `num_simulations`, `kind`,
     `qtransform`, `max_num_considered_actions` and `max_depth` must be static;
-    `temperature` and `gumbel_scale` may also be traced arrays.
+    the float knobs may be Python floats or traced arrays.
 
     Args:
       params: the model parameters, forwarded to `recurrent_fn`.
@@ -106,8 +108,9 @@ def plan(
       kind: "gumbel" for Gumbel MuZero (sequential halving at the root;
         greedy with `gumbel_scale=0`), "muzero" for pUCT with Dirichlet noise.
       invalid_actions: `[B, A]` mask, one where an action is invalid.
-      temperature: muzero only; act with `visits ** (1 / temperature)`,
-        0 acts with the most visited action (first on ties).
+      temperature: muzero only; act with probabilities `visits ** (1 / temperature)`;
+        0 takes the most visited action (the first on ties). Unvisited actions,
+        invalid ones included, are never taken.
       gumbel_scale: gumbel only; scale of the root Gumbel noise.
       dirichlet_alpha: muzero only; concentration of the root noise.
       dirichlet_fraction: muzero only; weight of the root noise, 0 for none.
@@ -125,14 +128,19 @@ def plan(
         if qtransform != "default":
             raise ValueError(
                 f"qtransform={qtransform!r} is for kind='muzero'; gumbel search uses "
-                "mctx's completed-by-mix-value transform, pass qtransform='default'")
+                "mctx's completed-by-mix-value transform, pass qtransform='default'"
+            )
         out = mctx.gumbel_muzero_policy(
-            params, rng, root, recurrent_fn,
+            params,
+            rng,
+            root,
+            recurrent_fn,
             num_simulations=num_simulations,
             invalid_actions=invalid_actions,
             max_depth=max_depth,
             max_num_considered_actions=max_num_considered_actions,
-            gumbel_scale=gumbel_scale)
+            gumbel_scale=gumbel_scale,
+        )
         action = out.action  # [B]
     elif kind == "muzero":
         transforms = {
@@ -141,8 +149,12 @@ def plan(
         }
         if qtransform not in transforms:
             raise ValueError(f"qtransform={qtransform!r}; expected one of {sorted(transforms)}")
+        rng, act_rng = jax.random.split(rng)
         out = mctx.muzero_policy(
-            params, rng, root, recurrent_fn,
+            params,
+            rng,
+            root,
+            recurrent_fn,
             num_simulations=num_simulations,
             invalid_actions=invalid_actions,
             max_depth=max_depth,
@@ -151,15 +163,30 @@ def plan(
             dirichlet_alpha=dirichlet_alpha,
             pb_c_init=pb_c_init,
             pb_c_base=pb_c_base,
-            temperature=temperature)
-        # mctx samples even at temperature 0, breaking ties between equally
-        # visited actions at random; evaluation wants the deterministic argmax.
-        greedy = jnp.argmax(out.search_tree.summary().visit_counts, axis=-1).astype(jnp.int32)
-        action = jnp.where(jnp.asarray(temperature) == 0, greedy, out.action)  # [B]
+        )
+        action = _act_on_visits(act_rng, out.search_tree.summary().visit_counts, temperature)
     else:
         raise ValueError(f"kind={kind!r}; expected 'gumbel' or 'muzero'")
     return PlanOutput(
         action=action,
         action_weights=out.action_weights,
         root_value=out.search_tree.summary().value,
-        network_value=root.value)
+        network_value=root.value,
+    )
+
+
+def _act_on_visits(rng, visit_counts, temperature):
+    """Samples actions `[B]` with probabilities `visits ** (1 / temperature)`.
+
+    Used instead of mctx's sampler, which gives unvisited (so also invalid) actions
+    a tiny but non-zero probability that grows with the temperature, and which at
+    temperature 0 breaks ties at random; here ties go to the first action.
+    """
+    log_visits = jnp.log(visit_counts)  # [B, A]; -inf where unvisited
+    # The max subtraction keeps the division by a tiny temperature finite at the max.
+    logits = (log_visits - jnp.max(log_visits, axis=-1, keepdims=True)) / jnp.maximum(
+        temperature, jnp.finfo(log_visits.dtype).tiny
+    )
+    sampled = jax.random.categorical(rng, logits).astype(jnp.int32)
+    greedy = jnp.argmax(visit_counts, axis=-1).astype(jnp.int32)
+    return jnp.where(jnp.asarray(temperature) == 0, greedy, sampled)

@@ -39,14 +39,17 @@ def qtransform_by_tree_min_max(
     expanded = tree.node_visits > 0  # [N]
     min_value = jnp.minimum(
         jnp.min(jnp.where(visited_edge, all_q, jnp.inf)),
-        jnp.min(jnp.where(expanded, tree.node_values, jnp.inf)))
+        jnp.min(jnp.where(expanded, tree.node_values, jnp.inf)),
+    )
     max_value = jnp.maximum(
         jnp.max(jnp.where(visited_edge, all_q, -jnp.inf)),
-        jnp.max(jnp.where(expanded, tree.node_values, -jnp.inf)))
+        jnp.max(jnp.where(expanded, tree.node_values, -jnp.inf)),
+    )
 
     qvalues = all_q[node_index]  # [A]
     visited = visited_edge[node_index]  # [A]
     mean_q = (tree.node_values[node_index] + jnp.sum(jnp.where(visited, qvalues, 0.0))) / (
-        jnp.sum(visited) + 1)
+        jnp.sum(visited) + 1
+    )
     completed = jnp.where(visited, qvalues, mean_q)  # [A]
     return (completed - min_value) / jnp.maximum(max_value - min_value, delta)

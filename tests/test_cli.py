@@ -16,9 +16,23 @@ def test_presets_validate():
 
 
 def test_shortcuts_and_overrides_reach_the_config():
-    cfg = parse_train_args(["--env", "pong", "--preset", "smoke", "--env-steps=500", "--seed",
-                            "3", "--logdir", "/tmp/x", "--search.kind", "muzero",
-                            "--model.channels", "12"])
+    cfg = parse_train_args(
+        [
+            "--env",
+            "pong",
+            "--preset",
+            "smoke",
+            "--env-steps=500",
+            "--seed",
+            "3",
+            "--logdir",
+            "/tmp/x",
+            "--search.kind",
+            "muzero",
+            "--model.channels",
+            "12",
+        ]
+    )
     assert cfg.env.name == "pong" and cfg.train.env_steps == 500 and cfg.seed == 3
     assert cfg.logdir == "/tmp/x" and cfg.search.kind == "muzero" and cfg.model.channels == 12
     assert cfg.preset == "smoke"
@@ -26,12 +40,15 @@ def test_shortcuts_and_overrides_reach_the_config():
     assert cfg.train.batch_size == config_lib.smoke().train.batch_size
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--env-steps", "-5"], "--train.env-steps must be > 0"),
-    (["--preset", "smok"], "did you mean 'smoke'"),
-    (["--preset", "smoke", "--train.batch-size", "5000"], "larger than --replay.capacity"),
-    (["--search.num-simulations", "0"], "--search.num-simulations must be > 0"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--env-steps", "-5"], "--train.env-steps must be > 0"),
+        (["--preset", "smok"], "did you mean 'smoke'"),
+        (["--preset", "smoke", "--train.batch-size", "5000"], "larger than --replay.capacity"),
+        (["--search.num-simulations", "0"], "--search.num-simulations must be > 0"),
+    ],
+)
 def test_bad_values_fail_with_one_line(args, fragment, capsys):
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip()
@@ -46,8 +63,18 @@ def test_config_round_trips_through_json_dict():
 
 
 def test_train_help_lists_presets_and_overrides():
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "train", "--help"],
-                         capture_output=True, text=True, check=True).stdout
-    for text in ("quickstart", "smoke", "atari100k", "--train.batch-size", "--search.kind",
-                 "--env.name"):
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for text in (
+        "quickstart",
+        "smoke",
+        "atari100k",
+        "--train.batch-size",
+        "--search.kind",
+        "--env.name",
+    ):
         assert text in out

@@ -11,16 +11,27 @@ _gather = jax.jit(replay_lib.gather_stacks, static_argnames="stack")
 
 def _filled(num_envs=2, capacity=20, steps=7, ends_at=(), frame_shape=(2, 2, 1)):
     """Replay where frame t of env n is filled with 10*n + t; segments end after `ends_at`."""
-    replay = replay_lib.init(num_envs=num_envs, capacity=capacity, frame_shape=frame_shape,
-                             frame_dtype=jnp.uint8, num_actions=3)
+    replay = replay_lib.init(
+        num_envs=num_envs,
+        capacity=capacity,
+        frame_shape=frame_shape,
+        frame_dtype=jnp.uint8,
+        num_actions=3,
+    )
     starts = np.ones(num_envs, bool)
     for t in range(steps):
         ends = np.full(num_envs, t in ends_at)
         frames = np.stack([np.full(frame_shape, 10 * n + t, np.uint8) for n in range(num_envs)])
         replay = _add(
-            replay, frames=frames, actions=np.full(num_envs, t % 3), rewards=np.full(num_envs, t),
-            ends=ends, starts=starts, policies=np.full((num_envs, 3), 1 / 3),
-            values=np.full(num_envs, float(t)))
+            replay,
+            frames=frames,
+            actions=np.full(num_envs, t % 3),
+            rewards=np.full(num_envs, t),
+            ends=ends,
+            starts=starts,
+            policies=np.full((num_envs, 3), 1 / 3),
+            values=np.full(num_envs, float(t)),
+        )
         starts = ends
     return replay
 
@@ -49,8 +60,7 @@ def test_ring_overwrites_oldest_and_clamps_stacks_to_what_it_holds():
 
 def test_sample_only_roots_with_lookahead_written():
     replay = _filled(num_envs=2, capacity=40, steps=12)
-    sample = _sample(replay, jax.random.key(0), batch_size=256, lookahead=4,
-                               alpha=0.6, beta=0.4)
+    sample = _sample(replay, jax.random.key(0), batch_size=256, lookahead=4, alpha=0.6, beta=0.4)
     times = np.asarray(sample.times)
     assert times.min() >= 0 and times.max() <= 12 - 1 - 4
     assert set(np.asarray(sample.rows).tolist()) == {0, 1}
@@ -61,8 +71,7 @@ def test_priorities_steer_sampling_and_new_steps_get_the_max():
     replay = _filled(num_envs=1, capacity=10, steps=10)
     hot = replay_lib.Sample(rows=jnp.array([0]), times=jnp.array([2]), weights=jnp.ones(1))
     replay = replay_lib.update_priorities(replay, hot, jnp.array([1000.0]))
-    sample = _sample(replay, jax.random.key(1), batch_size=200, lookahead=3,
-                               alpha=1.0, beta=1.0)
+    sample = _sample(replay, jax.random.key(1), batch_size=200, lookahead=3, alpha=1.0, beta=1.0)
     assert np.mean(np.asarray(sample.times) == 2) > 0.9
     # The rare draws carry the larger importance weights.
     assert float(sample.weights[np.asarray(sample.times) != 2].min()) > 0.99
@@ -78,8 +87,9 @@ def test_acting_stacks_equal_replay_stacks():
     """The model must see the same stack when acting and when learning from that step."""
     rng = np.random.default_rng(0)
     num_envs, stack, steps = 3, 4, 30
-    replay = replay_lib.init(num_envs=num_envs, capacity=90, frame_shape=(2, 2, 3),
-                             frame_dtype=jnp.uint8, num_actions=2)
+    replay = replay_lib.init(
+        num_envs=num_envs, capacity=90, frame_shape=(2, 2, 3), frame_dtype=jnp.uint8, num_actions=2
+    )
     frames = rng.integers(0, 255, (num_envs, 2, 2, 3), dtype=np.uint8)
     acting = replay_lib.FrameStack(frames, stack)
     starts = np.ones(num_envs, bool)
@@ -87,9 +97,16 @@ def test_acting_stacks_equal_replay_stacks():
     for _ in range(steps):
         seen.append(acting.frames.copy())
         ends = rng.random(num_envs) < 0.2
-        replay = _add(replay, frames=acting.frames[:, -1], actions=np.zeros(num_envs),
-                                rewards=np.zeros(num_envs), ends=ends, starts=starts,
-                                policies=np.full((num_envs, 2), 0.5), values=np.zeros(num_envs))
+        replay = _add(
+            replay,
+            frames=acting.frames[:, -1],
+            actions=np.zeros(num_envs),
+            rewards=np.zeros(num_envs),
+            ends=ends,
+            starts=starts,
+            policies=np.full((num_envs, 2), 0.5),
+            values=np.zeros(num_envs),
+        )
         starts = ends
         acting.push(rng.integers(0, 255, (num_envs, 2, 2, 3), dtype=np.uint8), starts)
     rows = jnp.repeat(jnp.arange(num_envs), steps)

@@ -57,7 +57,11 @@ class Batch:
 def compute_loss(
     graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, cfg: LossConfig
 ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
-    """-> (scalar loss, (metrics, priorities [B])); differentiate w.r.t. `params`."""
+    """-> (scalar loss, (metrics, priorities [B])); differentiate w.r.t. `params`.
+
+    `loss` is the importance-weighted batch mean; the `loss/<term>` metrics are plain
+    batch means of each term before its weight.
+    """
     model = nnx.merge(graphdef, params)
     mcfg = model.cfg
     num_steps = batch.actions.shape[1]  # K
@@ -65,18 +69,22 @@ def compute_loss(
         raise ValueError("batch.actions must hold at least one unroll step (K >= 1)")
     obs = batch.observations  # [B, K+1, *obs_shape]
 
-    outputs = [_initial_step(model, obs[:, 0])]
-    for k in range(num_steps):
-        outputs.append(
-            _recurrent_step(
-                model, outputs[-1].state, batch.actions[:, k],
-                grad_scale=cfg.dynamics_grad_scale,
-            )
-        )  # fmt: skip
-    value_logits = jnp.stack([o.value_logits for o in outputs], axis=1)  # [B, K+1, V]
-    policy_logits = jnp.stack([o.policy_logits for o in outputs], axis=1)  # [B, K+1, A]
-    unrolled = outputs[1:]
-    reward_logits = jnp.stack([o.reward_logits for o in unrolled], axis=1)  # [B, K, R]
+    root = _initial_step(model, obs[:, 0])
+
+    def unroll(state, action):
+        out = _recurrent_step(model, state, action, grad_scale=cfg.dynamics_grad_scale)
+        return out.state, out
+
+    # A scan compiles the step once, whatever K is.
+    _, unrolled = jax.lax.scan(unroll, root.state, batch.actions.T)  # fields [K, B, ...]
+    unrolled = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), unrolled)  # fields [B, K, ...]
+    value_logits = jnp.concatenate(
+        [root.value_logits[:, None], unrolled.value_logits], axis=1
+    )  # [B, K+1, V]
+    policy_logits = jnp.concatenate(
+        [root.policy_logits[:, None], unrolled.policy_logits], axis=1
+    )  # [B, K+1, A]
+    reward_logits = unrolled.reward_logits  # [B, K, R]
 
     value_ce = _cross_entropy(
         value_logits, to_categorical(batch.target_values, mcfg.support_size)
@@ -88,7 +96,8 @@ def compute_loss(
         reward_logits, to_categorical(reward_targets, mcfg.reward_support_size)
     ).sum(axis=1)  # [B]
     policy_ce = (_cross_entropy(policy_logits, batch.target_policies) * batch.mask).sum(axis=1)
-    consistency = (_consistency(model, unrolled, obs[:, 1:]) * batch.mask[:, 1:]).sum(axis=1)
+    consistency = _consistency(model, unrolled.state.latent, obs[:, 1:])  # [B, K]
+    consistency = (consistency * batch.mask[:, 1:]).sum(axis=1)
 
     scale = 1.0 / num_steps
     terms = {
@@ -105,15 +114,15 @@ def compute_loss(
     )  # [B]
     loss = jnp.mean(batch.weights * per_sample)
 
-    root_value = outputs[0].value  # [B]
+    root_value = root.value  # [B]
     priorities = jax.lax.stop_gradient(jnp.abs(root_value - batch.target_values[:, 0])) + 1e-6
     metrics = {f"loss/{name}": term.mean() for name, term in terms.items()}
     metrics |= {
         "loss/total": loss,
         "value/mean": root_value.mean(),
         "value/target_mean": batch.target_values[:, 0].mean(),
-        "reward/mean": jnp.stack([o.reward for o in unrolled]).mean(),
-        "policy/entropy": _entropy(outputs[0].policy_logits).mean(),
+        "reward/mean": unrolled.reward.mean(),
+        "policy/entropy": _entropy(root.policy_logits).mean(),
     }
     return loss, (jax.lax.stop_gradient(metrics), priorities)
 
@@ -139,16 +148,19 @@ def _value_prefix_targets(rewards: jax.Array, *, horizon: int) -> jax.Array:
 
 def _negative_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     """[..., N] x [..., N] -> [...] in [-1, 1]; -1 when a and b point the same way."""
-    a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
-    b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-8)
-    return -jnp.sum(a * b, axis=-1)
+    return -jnp.sum(_unit(a) * _unit(b), axis=-1)
 
 
-def _consistency(model, unrolled: list, next_obs: jax.Array) -> jax.Array:
-    """Unrolled outputs (K) and next_obs [B, K, *obs_shape] -> [B, K] negative cosines."""
+def _unit(x: jax.Array) -> jax.Array:
+    """x / |x| along the last axis; rsqrt of a clamped square keeps x = 0's gradient finite."""
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-16))
+
+
+def _consistency(model, latents: jax.Array, next_obs: jax.Array) -> jax.Array:
+    """Unrolled latents [B, K, *latent], next_obs [B, K, *obs_shape] -> [B, K] neg. cosines."""
     batch, num_steps = next_obs.shape[:2]
-    latents = jnp.stack([o.state.latent for o in unrolled], axis=1)  # [B, K, *latent]
-    predicted = model.project(latents.reshape(batch * num_steps, *latents.shape[2:]), predict=True)
+    flat_latents = latents.reshape(batch * num_steps, *latents.shape[2:])  # [B*K, *latent]
+    predicted = model.project(flat_latents, predict=True)  # [B*K, P]
     flat_obs = next_obs.reshape(batch * num_steps, *next_obs.shape[2:])  # [B*K, *obs_shape]
     target = jax.lax.stop_gradient(model.project(model.represent(flat_obs), predict=False))
     return _negative_cosine(predicted, target).reshape(batch, num_steps)

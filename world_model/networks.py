@@ -11,13 +11,13 @@ batch statistics, carries no mutable state, and behaves the same in training and
 """
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from world_model.transforms import from_logits
@@ -113,18 +113,7 @@ def make_model(
         raise ValueError(f"obs_shape {obs_shape} must be (H, W, C) for images or (D,) for vectors")
     if num_actions <= 0:
         raise ValueError("num_actions must be > 0")
-    graphdef = nnx.graphdef(
-        nnx.eval_shape(lambda: _WorldModel(cfg, obs_shape, num_actions, rngs=nnx.Rngs(0)))
-    )
-    return graphdef, _init_params(cfg, obs_shape, num_actions, jax.random.key(seed))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _init_params(
-    cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int, key: jax.Array
-) -> nnx.State:
-    # One compiled program: eager construction compiles every initialiser separately (~40 s).
-    return nnx.state(_WorldModel(cfg, obs_shape, num_actions, rngs=nnx.Rngs(key)))
+    return nnx.split(_WorldModel(cfg, obs_shape, num_actions, rngs=nnx.Rngs(seed)))
 
 
 def initial_inference(graphdef: nnx.GraphDef, params: nnx.State, obs: jax.Array) -> ModelOutput:
@@ -209,8 +198,10 @@ def _scale_gradient(x: jax.Array, scale: float) -> jax.Array:
 def _normalize(x: jax.Array) -> jax.Array:
     """Min-max normalises each sample of x [B, ...] to [0, 1] (EfficientZero's latent)."""
     flat = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, N]
-    low = flat.min(axis=-1, keepdims=True)  # [B, 1]
-    high = flat.max(axis=-1, keepdims=True)  # [B, 1]
+    # Gather at argmin / argmax: the gradient goes to one element by index. (jnp.min's
+    # gradient finds the minimum by equality, which breaks with a recomputed operand.)
+    low = jnp.take_along_axis(flat, flat.argmin(axis=-1, keepdims=True), axis=-1)  # [B, 1]
+    high = jnp.take_along_axis(flat, flat.argmax(axis=-1, keepdims=True), axis=-1)  # [B, 1]
     scaled = (flat - low) / jnp.maximum(high - low, 1e-5)  # constant latents stay finite
     return scaled.reshape(x.shape).astype(x.dtype)
 
@@ -227,20 +218,56 @@ def _stem_size(n: int) -> int:
     return n
 
 
+# Initialisers draw on the host with numpy from the layer's key. jax.random initialisers
+# compile one XLA program per parameter shape: tens of seconds per model on a small CPU.
+def _host_rng(key: jax.Array) -> np.random.Generator:
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)))
+
+
+def _lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """N(0, 1 / fan_in), fan_in = product of all axes but the last (Linear, Conv, Embed)."""
+    std = 1.0 / math.sqrt(math.prod(shape[:-1]))
+    return jnp.asarray(_host_rng(key).normal(0.0, std, shape).astype(dtype))
+
+
+def _orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
+    """Random matrix with orthonormal rows or columns (LSTM recurrent kernels)."""
+    rows, cols = shape
+    normal = _host_rng(key).normal(size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(normal)  # q [max, min] with orthonormal columns
+    q = q * np.sign(np.diag(r))  # a uniform (Haar) draw, not biased by QR's sign convention
+    return jnp.asarray((q if rows >= cols else q.T).astype(dtype))
+
+
+def _zeros(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    del key
+    return jnp.asarray(np.zeros(shape, dtype))
+
+
+def _ones(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    del key
+    return jnp.asarray(np.ones(shape, dtype))
+
+
 def _conv(in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, dtype, rngs) -> nnx.Conv:
     pad = kernel // 2
     return nnx.Conv(
         in_ch, out_ch, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
-        use_bias=False, dtype=dtype, rngs=rngs,
+        use_bias=False, kernel_init=_lecun_normal, dtype=dtype, rngs=rngs,
     )  # fmt: skip
 
 
-def _zero_linear(in_features: int, out_features: int, *, dtype, rngs) -> nnx.Linear:
-    """Zero-initialised last layer: heads start uniform, i.e. value 0 and a flat policy."""
+def _linear(in_features: int, out_features: int, *, zero: bool = False, dtype, rngs) -> nnx.Linear:
+    """Dense layer; `zero` makes a head's last layer start at uniform logits (value 0)."""
     return nnx.Linear(
-        in_features, out_features, kernel_init=nnx.initializers.zeros_init(), dtype=dtype,
-        rngs=rngs,
+        in_features, out_features, kernel_init=_zeros if zero else _lecun_normal,
+        bias_init=_zeros, dtype=dtype, rngs=rngs,
     )  # fmt: skip
+
+
+def _norm(num_features: int, *, dtype, rngs) -> nnx.LayerNorm:
+    """LayerNorm over the last (channel) axis."""
+    return nnx.LayerNorm(num_features, scale_init=_ones, bias_init=_zeros, dtype=dtype, rngs=rngs)
 
 
 class _ResBlock(nnx.Module):
@@ -248,9 +275,9 @@ class _ResBlock(nnx.Module):
 
     def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, dtype, rngs: nnx.Rngs):
         self.conv1 = _conv(in_ch, out_ch, stride=stride, dtype=dtype, rngs=rngs)
-        self.norm1 = nnx.LayerNorm(out_ch, dtype=dtype, rngs=rngs)
+        self.norm1 = _norm(out_ch, dtype=dtype, rngs=rngs)
         self.conv2 = _conv(out_ch, out_ch, dtype=dtype, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(out_ch, dtype=dtype, rngs=rngs)
+        self.norm2 = _norm(out_ch, dtype=dtype, rngs=rngs)
         same_shape = stride == 1 and in_ch == out_ch
         self.skip = (
             None if same_shape else _conv(in_ch, out_ch, stride=stride, dtype=dtype, rngs=rngs)
@@ -266,10 +293,10 @@ class _DenseBlock(nnx.Module):
     """The vector counterpart of `_ResBlock`: Linear-LN-relu-Linear-LN plus skip."""
 
     def __init__(self, width: int, *, dtype, rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
-        self.norm1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.fc1 = _linear(width, width, dtype=dtype, rngs=rngs)
+        self.norm1 = _norm(width, dtype=dtype, rngs=rngs)
+        self.fc2 = _linear(width, width, dtype=dtype, rngs=rngs)
+        self.norm2 = _norm(width, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, D] -> [B, D]
         y = jax.nn.relu(self.norm1(self.fc1(x)))
@@ -291,7 +318,7 @@ class _ImageEncoder(nnx.Module):
             half = ch // 2
             self.stem = nnx.Sequential(
                 _conv(in_ch, half, stride=2, dtype=dtype, rngs=rngs),
-                nnx.LayerNorm(half, dtype=dtype, rngs=rngs),
+                _norm(half, dtype=dtype, rngs=rngs),
                 jax.nn.relu,
                 _ResBlock(half, half, dtype=dtype, rngs=rngs),
                 _ResBlock(half, ch, stride=2, dtype=dtype, rngs=rngs),
@@ -303,7 +330,7 @@ class _ImageEncoder(nnx.Module):
         else:
             self.stem = nnx.Sequential(
                 _conv(in_ch, ch, dtype=dtype, rngs=rngs),
-                nnx.LayerNorm(ch, dtype=dtype, rngs=rngs),
+                _norm(ch, dtype=dtype, rngs=rngs),
                 jax.nn.relu,
             )
         self.blocks = _blocks(ch, cfg, spatial=True, dtype=dtype, rngs=rngs)
@@ -320,8 +347,8 @@ class _VectorEncoder(nnx.Module):
     def __init__(self, in_features: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
         width = cfg.vector_hidden
         self.stem = nnx.Sequential(
-            nnx.Linear(in_features, width, dtype=dtype, rngs=rngs),
-            nnx.LayerNorm(width, dtype=dtype, rngs=rngs),
+            _linear(in_features, width, dtype=dtype, rngs=rngs),
+            _norm(width, dtype=dtype, rngs=rngs),
             jax.nn.relu,
         )
         self.blocks = _blocks(width, cfg, spatial=False, dtype=dtype, rngs=rngs)
@@ -338,7 +365,13 @@ class _Dynamics(nnx.Module):
         self, width: int, num_actions: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs
     ):
         if cfg.action_embedding:
-            self.embed = nnx.Embed(num_actions, cfg.action_embedding_dim, dtype=dtype, rngs=rngs)
+            self.embed = nnx.Embed(
+                num_actions,
+                cfg.action_embedding_dim,
+                embedding_init=_lecun_normal,
+                dtype=dtype,
+                rngs=rngs,
+            )
             action_features = cfg.action_embedding_dim
         else:
             # EfficientZero's constant plane a / A for images; a one-hot for vectors.
@@ -348,8 +381,8 @@ class _Dynamics(nnx.Module):
         if spatial:
             self.mix = _conv(in_features, width, dtype=dtype, rngs=rngs)
         else:
-            self.mix = nnx.Linear(in_features, width, dtype=dtype, rngs=rngs)
-        self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+            self.mix = _linear(in_features, width, dtype=dtype, rngs=rngs)
+        self.norm = _norm(width, dtype=dtype, rngs=rngs)
         self.blocks = _blocks(width, cfg, spatial=spatial, dtype=dtype, rngs=rngs)
         self.num_actions = num_actions
         self.spatial = spatial
@@ -377,7 +410,7 @@ class _Reduce(nnx.Module):
     def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
         if len(latent_shape) == 3:
             self.conv = _conv(latent_shape[-1], cfg.head_channels, kernel=1, dtype=dtype, rngs=rngs)
-            self.norm = nnx.LayerNorm(cfg.head_channels, dtype=dtype, rngs=rngs)
+            self.norm = _norm(cfg.head_channels, dtype=dtype, rngs=rngs)
             self.size = cfg.head_channels * latent_shape[0] * latent_shape[1]
         else:
             self.conv = self.norm = None
@@ -394,9 +427,9 @@ class _MLPHead(nnx.Module):
     """[B, N] -> [B, out] float32 logits; one hidden layer, zero-initialised output."""
 
     def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, *, dtype, rngs):
-        self.hidden = nnx.Linear(in_features, cfg.head_hidden, dtype=dtype, rngs=rngs)
-        self.norm = nnx.LayerNorm(cfg.head_hidden, dtype=dtype, rngs=rngs)
-        self.out = _zero_linear(cfg.head_hidden, out_features, dtype=dtype, rngs=rngs)
+        self.hidden = _linear(in_features, cfg.head_hidden, dtype=dtype, rngs=rngs)
+        self.norm = _norm(cfg.head_hidden, dtype=dtype, rngs=rngs)
+        self.out = _linear(cfg.head_hidden, out_features, zero=True, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.out(jax.nn.relu(self.norm(self.hidden(x)))).astype(jnp.float32)
@@ -420,8 +453,11 @@ class _ValuePrefixHead(nnx.Module):
 
     def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
         self.reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
-        self.lstm = nnx.LSTMCell(self.reduce.size, cfg.lstm_hidden, dtype=dtype, rngs=rngs)
-        self.norm = nnx.LayerNorm(cfg.lstm_hidden, dtype=dtype, rngs=rngs)
+        self.lstm = nnx.OptimizedLSTMCell(
+            self.reduce.size, cfg.lstm_hidden, kernel_init=_lecun_normal,
+            recurrent_kernel_init=_orthogonal, bias_init=_zeros, dtype=dtype, rngs=rngs,
+        )  # fmt: skip
+        self.norm = _norm(cfg.lstm_hidden, dtype=dtype, rngs=rngs)
         self.head = _MLPHead(
             cfg.lstm_hidden, 2 * cfg.reward_support_size + 1, cfg, dtype=dtype, rngs=rngs
         )
@@ -457,10 +493,10 @@ class _Projection(nnx.Module):
 
     def __init__(self, latent_size: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
         def dense(i, o):
-            return nnx.Linear(i, o, dtype=dtype, rngs=rngs)
+            return _linear(i, o, dtype=dtype, rngs=rngs)
 
         def norm(n):
-            return nnx.LayerNorm(n, dtype=dtype, rngs=rngs)
+            return _norm(n, dtype=dtype, rngs=rngs)
 
         hidden, out = cfg.proj_hidden, cfg.proj_out
         self.projector = nnx.Sequential(

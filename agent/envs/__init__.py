@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 
 import gymnasium
+import numpy as np
 
 from agent.envs import atari, catch, gym_adapter
 from agent.envs.atari import ATARI_100K_GAMES
@@ -53,20 +54,26 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
     mode="train" makes a life loss a training terminal (Step.train_terminal); "eval" does not.
     Observations are [num_envs, stack, *frame_shape]; see EnvSpec.obs_shape for the model's.
     """
-    if not isinstance(num_envs, int) or num_envs < 1:
+    if not isinstance(num_envs, int | np.integer) or num_envs < 1:
         raise EnvError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise EnvError(f"seed must be an integer >= 0, got {seed!r}")
+    num_envs, seed = int(num_envs), int(seed)  # ale_py rejects numpy integers
     check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
                    max_episode_frames=max_episode_frames)
+    # Each kind reads its spec off the envs it builds: no extra env just for checking.
     kind, target = _parse(name)
-    if kind == "gym" or kind == "custom":
-        # The spec comes from the first of the N envs, so no extra env is built to check it.
-        return gym_adapter.GymEnv(_gym_source(kind, target), num_envs=num_envs, seed=seed,
-                                  mode=mode, image_size=image_size, frame_stack=frame_stack,
-                                  max_episode_frames=max_episode_frames)
-    spec = resolve_spec(name, mode=mode, image_size=image_size, frame_stack=frame_stack,
-                        noop_max=noop_max, max_episode_frames=max_episode_frames)
-    env_class = atari.AtariEnv if kind == "atari" else catch.CatchEnv
-    return env_class(spec, num_envs=num_envs, seed=seed, mode=mode)
+    if kind == "atari":
+        return atari.AtariEnv(target, num_envs=num_envs, seed=seed, mode=mode,
+                              image_size=image_size, frame_stack=frame_stack,
+                              noop_max=noop_max, max_episode_frames=max_episode_frames)
+    if kind == "builtin":
+        spec = catch.resolve(mode=mode, frame_stack=frame_stack,
+                             max_episode_frames=max_episode_frames)
+        return catch.CatchEnv(spec, num_envs=num_envs, seed=seed, mode=mode)
+    return gym_adapter.GymEnv(_gym_source(kind, target), num_envs=num_envs, seed=seed,
+                              mode=mode, image_size=image_size, frame_stack=frame_stack,
+                              max_episode_frames=max_episode_frames)
 
 
 def _parse(name: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 from gymnasium.vector import AutoresetMode
 
-from agent.envs.base import EnvSpec, VectorEnv
+from agent.envs.base import EnvSpec, VectorEnv, push_frames
 
 FRAMESKIP = 4
 
@@ -49,7 +49,7 @@ def closest_games(name: str, *, n: int = 3) -> list[str]:
     return [keys[key] for key in ranked[:n]]
 
 
-def _ale_env(game: str, num_envs: int, *, image_size: int, frame_stack: int, noop_max: int,
+def _ale_env(game: str, num_envs: int, *, image_size: int, noop_max: int,
              max_episode_frames: int) -> AtariVectorEnv:
     return AtariVectorEnv(
         game,
@@ -57,7 +57,9 @@ def _ale_env(game: str, num_envs: int, *, image_size: int, frame_stack: int, noo
         img_height=image_size,
         img_width=image_size,
         grayscale=False,
-        stack_num=frame_stack,
+        # ALE zero-fills a new episode's stack and keeps those zeros for the next steps; we
+        # stack ourselves so that every kind starts with copies of the first frame.
+        stack_num=1,
         frameskip=FRAMESKIP,
         maxpool=True,
         repeat_action_probability=0.0,
@@ -79,10 +81,17 @@ def _ale_env(game: str, num_envs: int, *, image_size: int, frame_stack: int, noo
 
 def resolve(game: str, *, mode: str, image_size: int, frame_stack: int, noop_max: int,
             max_episode_frames: int) -> EnvSpec:
-    ale = _ale_env(game, 1, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
+    """The spec of `game`, read from a one-copy env (building one takes a few 0.1 s)."""
+    ale = _ale_env(game, 1, image_size=image_size, noop_max=noop_max,
                    max_episode_frames=max_episode_frames)
-    actions = [action.name for action in ale.ale.get_action_set()]
     ale.close()
+    return _spec(ale, game, mode=mode, image_size=image_size, frame_stack=frame_stack,
+                 noop_max=noop_max, max_episode_frames=max_episode_frames)
+
+
+def _spec(ale: AtariVectorEnv, game: str, *, mode: str, image_size: int, frame_stack: int,
+          noop_max: int, max_episode_frames: int) -> EnvSpec:
+    actions = [action.name for action in ale.ale.get_action_set()]
     settings = {
         "game": game,
         "mode": mode,
@@ -112,21 +121,23 @@ def resolve(game: str, *, mode: str, image_size: int, frame_stack: int, noop_max
 class AtariEnv(VectorEnv):
     """`num_envs` copies of one game; copy i is seeded with seed + i."""
 
-    def __init__(self, spec: EnvSpec, *, num_envs: int, seed: int, mode: str):
+    def __init__(self, game: str, *, num_envs: int, seed: int, mode: str, image_size: int,
+                 frame_stack: int, noop_max: int, max_episode_frames: int):
+        self._ale = _ale_env(game, num_envs, image_size=image_size, noop_max=noop_max,
+                             max_episode_frames=max_episode_frames)
+        spec = _spec(self._ale, game, mode=mode, image_size=image_size, frame_stack=frame_stack,
+                     noop_max=noop_max, max_episode_frames=max_episode_frames)
         super().__init__(spec, num_envs=num_envs, mode=mode)
-        settings = spec.settings
-        image_size = spec.frame_shape[0]
-        self._ale = _ale_env(settings["game"], num_envs, image_size=image_size,
-                             frame_stack=spec.stack, noop_max=settings["noop_max"],
-                             max_episode_frames=settings["max_episode_frames"])
         self._seed = seed
         self._lives = np.zeros(num_envs, np.int32)  # [N] lives after the last step
+        self._stack = np.zeros((num_envs, spec.stack, *spec.frame_shape), np.uint8)
 
     def _reset(self) -> np.ndarray:
-        obs, info = self._ale.reset(seed=self._seed)  # [N, stack, H, W, 3] uint8
+        obs, info = self._ale.reset(seed=self._seed)  # [N, 1, H, W, 3] uint8
         self._seed = None  # later resets continue each copy's stream
         self._lives = info["lives"]
-        return _fill_fresh(obs, np.ones(self.num_envs, bool))
+        self._stack = push_frames(self._stack, obs[:, 0], np.ones(self.num_envs, bool))
+        return self._stack
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         obs, reward, terminated, truncated, info = self._ale.step(actions)
@@ -134,17 +145,8 @@ class AtariEnv(VectorEnv):
         # Where done, `lives` already belongs to the new episode, so compare only elsewhere.
         life_loss = ~done & (info["lives"] < self._lives)  # [N] bool
         self._lives = info["lives"]
-        return (_fill_fresh(obs, done), reward.astype(np.float32), terminated, truncated,
-                life_loss)
+        self._stack = push_frames(self._stack, obs[:, 0], done)  # obs: [N, 1, H, W, 3] uint8
+        return self._stack, reward.astype(np.float32), terminated, truncated, life_loss
 
     def close(self) -> None:
         self._ale.close()
-
-
-def _fill_fresh(obs: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-    """ALE zero-fills a new episode's stack; repeat its first frame instead, as other kinds do.
-
-    obs: [N, stack, H, W, 3] uint8 (modified in place and returned); fresh: [N] bool.
-    """
-    obs[fresh, :-1] = obs[fresh, -1:]
-    return obs

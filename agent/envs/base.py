@@ -132,8 +132,9 @@ class VectorEnv(abc.ABC):
         return Step(obs, reward, terminated, truncated, train_terminal, episode_return,
                     episode_length)
 
+    @abc.abstractmethod
     def close(self) -> None:
-        """Releases the environments; the default has nothing to release."""
+        """Releases the environments."""
 
     def __enter__(self) -> VectorEnv:
         return self

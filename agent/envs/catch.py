@@ -85,6 +85,9 @@ class CatchEnv(VectorEnv):
         self._stack = push_frames(self._stack, self._render(), done)
         return self._stack, reward, terminated, truncated, np.zeros(self.num_envs, bool)
 
+    def close(self) -> None:
+        """Nothing to release: the boards are plain arrays."""
+
     def _new_episodes(self, mask: np.ndarray) -> None:
         for i in np.flatnonzero(mask):
             self._columns[i] = self._rngs[i].integers(COLS, size=NUM_BALLS)

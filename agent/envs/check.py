@@ -12,8 +12,9 @@ import agent.envs as envs
 
 def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
               **env_keywords) -> str:
-    """Returns a report on ENV: its spec and settings, then `steps` random-policy env steps
-    (over `num_envs` copies) with episodes finished, mean return and env steps per second.
+    """Prints and returns a report on ENV: its spec and settings first, then `steps`
+    random-policy env steps (over `num_envs` copies) with episodes finished, mean return and
+    env steps per second.
 
     env_keywords are make_env's (mode, image_size, frame_stack, noop_max, max_episode_frames).
     Raises EnvError (one line naming the fix) when ENV cannot be used.
@@ -27,6 +28,7 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
         "settings",
         *(f"  {key:<27} {json.dumps(value)}" for key, value in spec.settings.items()),
     ]
+    print("\n".join(lines), flush=True)  # the spec shows before the rollout runs
     rng = np.random.default_rng(seed)
     returns, lengths, train_terminals = [], [], 0
     low, high = np.inf, -np.inf
@@ -46,7 +48,7 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
         seconds = time.perf_counter() - start
     mean_return = f"{np.mean(returns):.2f}" if returns else "n/a"
     mean_length = f"{np.mean(lengths):.1f}" if lengths else "n/a"
-    lines += [
+    rollout = [
         f"random rollout {vector_steps * num_envs} env steps over {num_envs} envs, seed {seed}",
         f"  episodes finished  {len(returns)}  (mean return {mean_return}, "
         f"mean length {mean_length})",
@@ -54,7 +56,8 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
         f"  reward range       [{low:g}, {high:g}]",
         f"  speed              {vector_steps * num_envs / seconds:,.0f} env steps/s",
     ]
-    return "\n".join(lines)
+    print("\n".join(rollout))
+    return "\n".join(lines + rollout)
 
 
 def _check_obs(obs: np.ndarray, spec: envs.EnvSpec, num_envs: int) -> None:

@@ -239,9 +239,9 @@ class GymEnv(VectorEnv):
                            f"{self._native_shape}; make them agree")
         if not self.spec.is_image:
             return frames.astype(np.float32)
-        if frames.ndim == 3:
-            frames = frames[..., None]  # grayscale [N, H, W] -> [N, H, W, 1]
-        return frames if self._resize is None else self._resize(frames)
+        height, width = self._native_shape[:2]
+        frames = frames.astype(np.uint8, copy=False).reshape(len(raw), height, width, -1)
+        return frames if self._resize is None else self._resize(frames)  # [N, H, W, C]
 
     def close(self) -> None:
         for env in self._envs:

@@ -1,0 +1,258 @@
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rliable import metrics
+
+from agent.report import build_report, load_run, score_distribution
+from agent.scores import ATARI_100K_GAMES, anchor, human_normalized
+
+REPS = 200  # enough for the checks here, and fast
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(root, env, seed, *, mean_return=None, metrics_lines=(), preset="atari100k"):
+    """A run directory as the trainer leaves it; eval.json only if `mean_return` is given."""
+    run = root / env.replace("/", "_") / f"seed_{seed}"
+    run.mkdir(parents=True)
+    config = {"env": {"name": env}, "seed": seed, "preset": preset}
+    (run / "config.json").write_text(json.dumps(config))
+    if metrics_lines:
+        (run / "metrics.jsonl").write_text("\n".join(metrics_lines))
+    if mean_return is not None:
+        final = {"env": env, "env_steps": 100_000, "returns": [mean_return] * 3}
+        (run / "eval.json").write_text(json.dumps({**final, "mean_return": mean_return}))
+    return run
+
+
+def learning_metrics(final_return, *, truncated_tail=False):
+    lines = []
+    for step in range(0, 100_001, 5_000):
+        record = {"env_steps": step, "updates": step, "loss/value": 0.1}
+        record["episode_return"] = final_return * step / 100_000
+        if step % 25_000 == 0:
+            record["eval/mean_return"] = final_return * step / 100_000
+        lines.append(json.dumps(record))
+    if truncated_tail:
+        lines.append('{"env_steps": 100500, "episode_ret')  # the trainer was mid-write
+    return lines
+
+
+@pytest.fixture(scope="module")
+def efficientzero_report(tmp_path_factory):
+    """EfficientZero's published scores, as one finished seed per game."""
+    root = tmp_path_factory.mktemp("ez_runs")
+    for game in ATARI_100K_GAMES:
+        write_run(root, game, 0, mean_return=anchor(game)["efficientzero"])
+    out = tmp_path_factory.mktemp("ez_report")
+    build_report([root], out, reps=REPS)
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def partial_sweep(tmp_path_factory):
+    """Pong with three seeds, Breakout with one and one unfinished, a non-Atari run."""
+    root = tmp_path_factory.mktemp("partial_runs")
+    for seed, score in enumerate([-3.05, 0.0, 5.0]):
+        write_run(
+            root, "ALE/Pong-v5", seed, mean_return=score, metrics_lines=learning_metrics(score)
+        )
+    write_run(root, "breakout", 0, mean_return=30.5, metrics_lines=learning_metrics(30.5))
+    unfinished = write_run(
+        root, "breakout", 1, metrics_lines=learning_metrics(12.0, truncated_tail=True)
+    )
+    write_run(root, "catch", 0, mean_return=0.8, preset="smoke")
+    out = root / "report"
+    report_md = build_report([root], out, reps=REPS)
+    return {
+        "out": out,
+        "md": report_md.read_text(),
+        "json": json.loads((out / "report.json").read_text()),
+        "unfinished": unfinished,
+    }
+
+
+def rows_by_env(summary):
+    return {row["env"]: row for row in summary["games"]}
+
+
+def test_efficientzero_scores_reproduce_published_aggregates(efficientzero_report):
+    aggregates = efficientzero_report["aggregates"]
+    assert aggregates["num_games"] == 26 and aggregates["seeds_per_game"] == 1
+    assert round(aggregates["mean"]["estimate"], 3) == 1.943
+    assert round(aggregates["median"]["estimate"], 3) == 1.090
+    assert efficientzero_report["missing_games"] == []
+    # One seed per game: nothing to resample, so the interval is the point.
+    assert aggregates["mean"]["ci_low"] == pytest.approx(aggregates["mean"]["estimate"])
+
+
+def test_iqm_is_rliables_on_the_same_matrix(efficientzero_report):
+    matrix = np.array(
+        [[human_normalized(g, anchor(g)["efficientzero"]) for g in ATARI_100K_GAMES]]
+    )  # [1 seed, 26 games]
+    iqm = efficientzero_report["aggregates"]["iqm"]["estimate"]
+    assert iqm == pytest.approx(metrics.aggregate_iqm(matrix))
+    assert efficientzero_report["aggregates"]["efficientzero"]["iqm"] == pytest.approx(iqm)
+
+
+def test_known_returns_give_known_hns(partial_sweep):
+    pong = rows_by_env(partial_sweep["json"])["pong"]
+    assert pong["seeds"] == [0, 1, 2] and pong["returns"] == [-3.05, 0.0, 5.0]
+    assert pong["mean_return"] == pytest.approx(0.65)
+    assert pong["std_return"] == pytest.approx(np.std([-3.05, 0.0, 5.0], ddof=1))
+    assert pong["hns"] == pytest.approx((0.65 + 20.7) / 35.3)
+    assert (pong["beats_random"], pong["beats_human"], pong["beats_efficientzero"]) == (
+        True,
+        False,
+        False,
+    )
+    breakout = rows_by_env(partial_sweep["json"])["breakout"]
+    assert breakout["num_seeds"] == 1 and breakout["std_return"] is None
+    assert breakout["hns"] == pytest.approx(1.0)
+
+
+def test_unequal_seed_counts_use_the_common_minimum(partial_sweep):
+    aggregates = partial_sweep["json"]["aggregates"]
+    assert aggregates["games"] == ["breakout", "pong"]  # csv order
+    assert aggregates["seeds_per_game"] == 1 and aggregates["runs_left_out"] == 2
+    # The lowest seed of each game: Pong seed 0 (HNS 0.5) and Breakout (HNS 1.0).
+    assert aggregates["mean"]["estimate"] == pytest.approx(0.75)
+    assert "lowest 1 seed(s)" in partial_sweep["md"]
+    assert "2 finished run(s) are left out" in partial_sweep["md"]
+
+
+def test_missing_games_and_unfinished_runs_are_listed(partial_sweep):
+    md, summary = partial_sweep["md"], partial_sweep["json"]
+    assert "without a finished run (24 of 26)" in md
+    assert "Alien" in md and "UpNDown" in md
+    assert len(summary["missing_games"]) == 24 and "pong" not in summary["missing_games"]
+    assert str(partial_sweep["unfinished"]) in md
+    [unfinished] = summary["unfinished_runs"]
+    assert unfinished["seed"] == 1 and unfinished["env_steps"] == 100_000  # truncated line skipped
+
+
+def test_non_atari_run_has_no_hns_and_stays_out_of_aggregates(partial_sweep):
+    catch = rows_by_env(partial_sweep["json"])["catch"]
+    assert catch["atari"] is False and catch["mean_return"] == 0.8
+    assert catch["hns"] is None and catch["efficientzero"] is None
+    assert "catch" not in partial_sweep["json"]["aggregates"]["games"]
+    assert "## Other environments" in partial_sweep["md"]
+    assert "| catch | 1 |" in partial_sweep["md"]
+
+
+def test_csv_holds_the_games_and_the_aggregates(partial_sweep):
+    lines = (partial_sweep["out"] / "report.csv").read_text().splitlines()
+    assert lines[0].startswith("kind,env,name,num_seeds,mean_return")
+    assert [line.split(",")[:2] for line in lines[1:]] == [
+        ["game", "breakout"],
+        ["game", "pong"],
+        ["game", "catch"],
+        ["aggregate", "mean"],
+        ["aggregate", "median"],
+        ["aggregate", "iqm"],
+    ]
+
+
+def test_plots_are_written_and_referenced(partial_sweep):
+    for name in ("performance_profile.png", "learning_curves.png"):
+        data = (partial_sweep["out"] / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+        assert f"]({name})" in partial_sweep["md"]
+
+
+def test_bootstrap_is_reproducible(tmp_path):
+    root = tmp_path / "runs"
+    for seed, score in enumerate([5.0, 9.0, 14.0]):
+        write_run(root, "pong", seed, mean_return=score)
+        write_run(root, "boxing", seed, mean_return=score)
+    first = build_report([root], tmp_path / "a", reps=REPS)
+    second = build_report([root], tmp_path / "b", reps=REPS)
+    a = json.loads((first.parent / "report.json").read_text())["aggregates"]
+    b = json.loads((second.parent / "report.json").read_text())["aggregates"]
+    assert a == b
+    assert a["iqm"]["ci_low"] < a["iqm"]["estimate"] < a["iqm"]["ci_high"]
+
+
+def test_score_distribution_matches_rliable():
+    from agent.report import _PROFILE_TAUS, _import_rliable
+
+    library, _ = _import_rliable()
+    scores = np.random.default_rng(0).gamma(1.0, 1.0, size=(3, 7))
+    np.testing.assert_allclose(
+        score_distribution(scores), library.score_distributions(scores, _PROFILE_TAUS)
+    )
+
+
+def test_resumed_run_logs_replace_the_rewound_stretch(tmp_path):
+    # Logged up to 3000 steps, then resumed from a checkpoint at 2000.
+    steps_and_returns = [(1000, 1.0), (2000, 2.0), (3000, 3.0), (2500, 5.0), (3500, 6.0)]
+    lines = [json.dumps({"env_steps": s, "episode_return": r}) for s, r in steps_and_returns]
+    run = load_run(write_run(tmp_path, "pong", 0, metrics_lines=lines))
+    np.testing.assert_array_equal(run.train.steps, [1000, 2000, 2500, 3500])
+    np.testing.assert_array_equal(run.train.returns, [1.0, 2.0, 5.0, 6.0])
+    assert run.evals.steps.shape == (0,) and run.final is None
+
+
+def test_no_runs_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run directories"):
+        build_report([tmp_path], tmp_path / "report")
+    with pytest.raises(FileNotFoundError, match="no such run directory"):
+        build_report([tmp_path / "typo"], tmp_path / "report")
+
+
+# ----------------------------------------------------------------------------- sweep runner
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "atari100k.py"
+    spec = importlib.util.spec_from_file_location("atari100k", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_sweep_dry_run_lists_commands_and_skips_finished(sweep, tmp_path, capsys):
+    write_run(tmp_path, "pong", 0, mean_return=1.0)  # tmp_path/pong/seed_0 is finished
+    argv = ["--games", "Pong", "ms_pacman", "--seeds", "0", "1", "--root", str(tmp_path)]
+    assert sweep.main([*argv, "--dry-run", "--", "--env-steps", "2000"]) == 0
+    out = capsys.readouterr().out
+    commands = [line for line in out.splitlines() if line.startswith("would run:")]
+    assert len(commands) == 3
+    assert not any("--env pong --seed 0 " in line for line in commands)
+    assert "skip   pong seed 0" in out
+    expected = (
+        f"train --env ms_pacman --seed 1 --preset atari100k --logdir {tmp_path}/ms_pacman/seed_1"
+    )
+    assert any(line.endswith(f"{expected} --env-steps 2000") for line in commands)
+    assert "time left: unknown" in out
+    assert f"dreamzero report --runs {tmp_path} --out {tmp_path}/report" in out
+    assert not (tmp_path / "ms_pacman").exists()  # a dry run creates nothing
+
+
+def test_sweep_unknown_game_names_the_closest(sweep, tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown game 'pongg' \(closest: pong\b"):
+        sweep.main(["--games", "pongg", "--root", str(tmp_path), "--dry-run"])
+
+
+def test_sweep_runs_jobs_in_parallel_and_sorts_outcomes(sweep, tmp_path, capsys):
+    def job(name, code):
+        command = [sys.executable, "-c", code]
+        return sweep.Job(name, 0, tmp_path / name, command)
+
+    eval_json = tmp_path / "finishes" / "eval.json"
+    jobs = [
+        job("finishes", f"open({str(eval_json)!r}, 'w').write('{{}}')"),
+        job("fails", "raise SystemExit(3)"),
+        job("stops", "pass"),
+    ]
+    failed, stopped = sweep.run_jobs(jobs, parallel=2)
+    assert [j.game for j in failed] == ["fails"] and [j.game for j in stopped] == ["stops"]
+    out = capsys.readouterr().out
+    assert "finishes seed 0: finished" in out and "FAILED (exit 3)" in out
+    assert (tmp_path / "fails" / "sweep.log").exists()  # parallel runs log to their dir
