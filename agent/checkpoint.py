@@ -32,7 +32,8 @@ def config_mismatch(saved: dict, current: config_lib.Config) -> list[str]:
         if isinstance(value, dict):
             for name, field in value.items():
                 before = saved.get(group, {}).get(name)
-                if (group, name) not in _RESUMABLE_CHANGES and _normalise(before) != _normalise(field):
+                changed = _normalise(before) != _normalise(field)
+                if changed and (group, name) not in _RESUMABLE_CHANGES:
                     differences.append(f"{group}.{name}: {before!r} -> {field!r}")
         elif saved.get(group) != value:
             differences.append(f"{group}: {saved.get(group)!r} -> {value!r}")

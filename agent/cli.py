@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
 
 import tyro
 
@@ -107,12 +107,14 @@ def evaluate_command(
     evaluate.evaluate_run(logdir, episodes=episodes, video=video, seed=seed)
 
 
-def report_command(
-    runs: Annotated[list[Path], tyro.conf.arg(help="Run dirs, or dirs holding runs (searched recursively).")],
-    out: Annotated[Path, tyro.conf.arg(help="Where report.md, tables and plots go.")] = Path("report"),
-) -> None:
+def report_command(runs: list[Path], out: Path = Path("report")) -> None:
     """Sample-efficiency report: per-game scores vs anchors, HNS mean/median/IQM with
-    95% stratified-bootstrap CIs (rliable), performance profiles and learning curves."""
+    95% stratified-bootstrap CIs (rliable), performance profiles and learning curves.
+
+    Args:
+        runs: Run dirs, or dirs holding runs (searched recursively).
+        out: Where report.md, the tables and the plots go.
+    """
     from agent import report
 
     path = report.build_report(list(runs), out)
@@ -172,8 +174,21 @@ _COMMANDS = {
 }
 
 
+def enable_compilation_cache() -> None:
+    """Keeps compiled programs on disk: a rerun (a resume, an evaluation) starts in seconds
+    instead of recompiling search and update. DREAMZERO_COMPILATION_CACHE='' turns it off."""
+    import jax
+
+    path = os.environ.get("DREAMZERO_COMPILATION_CACHE",
+                          str(Path.home() / ".cache" / "dreamzero" / "xla"))
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    enable_compilation_cache()
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE)
         return 0 if argv else 2

@@ -17,12 +17,9 @@ always uses every finished seed.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
-import sys
-import types
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -205,26 +202,6 @@ def _game_row(key: str, runs: list[Run]) -> dict:
 # ----------------------------------------------------------------------------- aggregates
 
 
-def _import_rliable() -> tuple[types.ModuleType, types.ModuleType]:
-    """rliable's `library` and `metrics`, importable despite arch<8 under pandas>=3.
-
-    rliable bootstraps with `arch.bootstrap`. arch 7's package `__init__` imports its
-    univariate models, which fail under pandas 3 (changed `deprecate_kwarg` signature);
-    `arch.bootstrap` itself does not need them, so register `arch` as a bare package and
-    let the subpackage load alone.
-    """
-    try:
-        import arch  # noqa: F401
-    except TypeError:
-        spec = importlib.util.find_spec("arch")
-        bare = types.ModuleType("arch")
-        bare.__path__ = list(spec.submodule_search_locations)
-        sys.modules["arch"] = bare
-    from rliable import library, metrics
-
-    return library, metrics
-
-
 def hns_matrix(rows: list[dict]) -> tuple[np.ndarray, list[str], int]:
     """HNS of finished Atari runs as a [k, num_games] matrix, the lowest k seeds per game.
 
@@ -242,7 +219,7 @@ def hns_matrix(rows: list[dict]) -> tuple[np.ndarray, list[str], int]:
 
 def _bootstrap(scores: np.ndarray, func, *, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """rliable's stratified-bootstrap point estimate and 95% CI [2, ...] of func(scores)."""
-    library, _ = _import_rliable()
+    from rliable import library
     # rliable 1.2 draws the resampled run indices from NumPy's global RNG (its
     # `random_state` only reaches arch), so seed that for this call and restore it after.
     saved = np.random.get_state()
@@ -261,7 +238,7 @@ def _bootstrap(scores: np.ndarray, func, *, reps: int, seed: int) -> tuple[np.nd
 
 def aggregate_hns(scores: np.ndarray, *, reps: int = 2000, seed: int = 0) -> dict:
     """Mean, median and IQM of a [num_seeds, num_games] HNS matrix with 95% CIs."""
-    _, metrics = _import_rliable()
+    from rliable import metrics
     aggregators = {
         "mean": metrics.aggregate_mean,
         "median": metrics.aggregate_median,
@@ -286,7 +263,7 @@ def _efficientzero_hns(games: Sequence[str]) -> np.ndarray:
 
 def _efficientzero_aggregates(games: Sequence[str]) -> dict[str, float]:
     """Mean, median and IQM of EfficientZero's published HNS over the same games."""
-    _, metrics = _import_rliable()
+    from rliable import metrics
     ez = _efficientzero_hns(games)
     return {
         "mean": float(metrics.aggregate_mean(ez)),

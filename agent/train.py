@@ -8,6 +8,7 @@ were in progress restart.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -30,7 +31,6 @@ from agent.envs import EnvSpec, make_env
 from agent.metrics import MetricsLog
 from agent.reanalyze import make_batch
 from world_model import compute_loss, make_model
-
 
 _DREAM_HORIZON = 10
 _DREAM_RECORD_STEPS = 200
@@ -179,6 +179,7 @@ def train(cfg: Config) -> dict:
                 "use a new --logdir or the same settings"
             )
         state, replay, counters = checkpointer.restore(state=state, replay=replay)
+        counters.pop("replay_written")
         replay = replay_lib.close_segments(replay)
         print(f"resuming {run_dir} at {counters['env_steps']} env steps, "
               f"{counters['updates']} updates")
@@ -231,8 +232,9 @@ def train(cfg: Config) -> dict:
             if counters["updates"] % cfg.train.target_update_interval == 0:
                 state = state.replace(target_params=_copy(state.params))
 
-        crossed = lambda interval: (previous_steps // interval) != (counters["env_steps"]
-                                                                    // interval)
+        def crossed(interval: int, before=previous_steps, now=counters["env_steps"]) -> bool:
+            return before // interval != now // interval
+
         done = counters["env_steps"] >= cfg.train.env_steps
         if crossed(cfg.log.log_interval) or done:
             record = _summarise(window, counters, checkpointer)
@@ -247,8 +249,10 @@ def train(cfg: Config) -> dict:
                              start_updates=counters["updates"])
         if counters["updates"] - last_saved >= cfg.log.checkpoint_interval or done:
             _check_finite(window, checkpointer)
+            # For the record (and tests): transitions ever stored, equal to env_steps.
             checkpointer.save(counters["env_steps"], state=state, replay=replay,
-                              counters=counters)
+                              counters=counters | {"replay_written": int(replay.written)
+                                                   * cfg.env.num_envs})
             last_saved = counters["updates"]
 
     bar.close()
@@ -306,12 +310,11 @@ def _periodic_evaluation(cfg: Config, graphdef, params, env_kwargs: dict, *,
     played = evaluate_lib.run_episodes(cfg, graphdef, params, env_kwargs, episodes=episodes,
                                        seed=seed, record_steps=_DREAM_RECORD_STEPS)
     record = {"eval/mean_return": float(np.mean(played.returns))}
-    try:
+    # Skipped when every held-out episode is shorter than the dream horizon.
+    with contextlib.suppress(ValueError):
         record |= dreams.fidelity_metrics(graphdef, params, played.trajectories,
                                           horizon=_DREAM_HORIZON, discount=cfg.train.discount,
                                           clip_rewards=cfg.train.clip_rewards)
-    except ValueError:  # every held-out episode was shorter than the dream horizon
-        pass
     return record
 
 
