@@ -179,7 +179,8 @@ def smoke() -> Config:
             env_steps=400, start_steps=100, batch_size=16, replay_ratio=0.25,
             target_update_interval=20, augment=False,
         ),
-        log=LogConfig(log_interval=100, eval_episodes=4, eval_envs=4, checkpoint_interval=50),
+        log=LogConfig(log_interval=100, eval_interval=200, eval_episodes=4, eval_envs=4,
+                      checkpoint_interval=50),
     )
 
 
@@ -189,7 +190,7 @@ def quickstart() -> Config:
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
         model=ModelConfig(
-            channels=16, num_blocks=1, downsample=False, head_channels=8, head_hidden=32,
+            channels=16, num_blocks=1, head_channels=8, head_hidden=32,
             vector_hidden=64, lstm_hidden=64, support_size=20, reward_support_size=5,
             proj_hidden=128, proj_out=128, pred_hidden=64,
         ),
@@ -208,7 +209,7 @@ def quickstart() -> Config:
 
 def _tiny_model() -> ModelConfig:
     return ModelConfig(
-        channels=8, num_blocks=1, downsample=False, head_channels=4, head_hidden=16,
+        channels=8, num_blocks=1, head_channels=4, head_hidden=16,
         vector_hidden=32, lstm_hidden=16, support_size=10, reward_support_size=5,
         proj_hidden=32, proj_out=32, pred_hidden=16,
     )

@@ -13,10 +13,10 @@ actions. Per depth k it is compared with what really happened:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +27,7 @@ from world_model import initial_inference, recurrent_inference
 METRICS = ("reward_error", "value_error", "policy_kl", "latent_cosine")
 
 
-@dataclasses.dataclass(frozen=True)
+@chex.dataclass(frozen=True)
 class Windows:
     """Every (K+1)-step window of the held-out trajectories."""
 
@@ -72,7 +72,8 @@ def make_windows(trajectories: list[evaluate_lib.Trajectory], *, horizon: int,
                          "lower --horizon or collect longer episodes")
     arrays = [np.concatenate(x) for x in zip(*parts, strict=True)]
     keep = np.unique(np.linspace(0, len(arrays[1]) - 1, max_windows).astype(int))
-    return Windows(*(x[keep] for x in arrays))
+    obs, actions, rewards, returns, policies = (x[keep] for x in arrays)
+    return Windows(obs=obs, actions=actions, rewards=rewards, returns=returns, policies=policies)
 
 
 def dream_errors(initial_fn, recurrent_fn, windows: Windows) -> dict[str, jax.Array]:

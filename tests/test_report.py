@@ -177,9 +177,10 @@ def test_bootstrap_is_reproducible(tmp_path):
 
 
 def test_score_distribution_matches_rliable():
-    from agent.report import _PROFILE_TAUS, _import_rliable
+    from rliable import library
 
-    library, _ = _import_rliable()
+    from agent.report import _PROFILE_TAUS
+
     scores = np.random.default_rng(0).gamma(1.0, 1.0, size=(3, 7))
     np.testing.assert_allclose(
         score_distribution(scores), library.score_distributions(scores, _PROFILE_TAUS)

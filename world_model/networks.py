@@ -34,7 +34,8 @@ class ModelConfig:
     num_blocks: int = 1
     """Residual blocks in each of representation, dynamics and prediction."""
     downsample: bool = True
-    """Image stem with stride-2 convs and avg-pools (96 -> 6); False keeps the image size."""
+    """Image stem with stride-2 convs and avg-pools (96 -> 6) for images of at least 32 px;
+    smaller images (and False) keep their size."""
     head_channels: int = 16
     """Channels the image heads reduce the latent to (1x1 conv) before their MLP."""
     head_hidden: int = 32
@@ -211,6 +212,9 @@ def _avg_pool(x: jax.Array) -> jax.Array:
     return nnx.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
+_MIN_DOWNSAMPLE_SIZE = 32
+
+
 def _stem_size(n: int) -> int:
     """Spatial size after the downsampling stem: two stride-2 convs and two pools."""
     for _ in range(4):
@@ -312,9 +316,9 @@ def _blocks(width: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs) -> nnx.
 class _ImageEncoder(nnx.Module):
     """uint8 [B, H, W, C_in] -> [B, h, w, channels]."""
 
-    def __init__(self, in_ch: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, in_ch: int, cfg: ModelConfig, *, downsample: bool, dtype, rngs: nnx.Rngs):
         ch = cfg.channels
-        if cfg.downsample:
+        if downsample:
             half = ch // 2
             self.stem = nnx.Sequential(
                 _conv(in_ch, half, stride=2, dtype=dtype, rngs=rngs),
@@ -526,10 +530,13 @@ class _WorldModel(nnx.Module):
         spatial = len(obs_shape) == 3
         if spatial:
             height, width, in_ch = obs_shape
-            if cfg.downsample:
+            # Downsampling a tiny image would leave a latent of a pixel or two.
+            downsample = cfg.downsample and min(height, width) >= _MIN_DOWNSAMPLE_SIZE
+            if downsample:
                 height, width = _stem_size(height), _stem_size(width)
             latent_shape = (height, width, cfg.channels)
-            self.encoder = _ImageEncoder(in_ch, cfg, dtype=dtype, rngs=rngs)
+            self.encoder = _ImageEncoder(in_ch, cfg, downsample=downsample, dtype=dtype,
+                                         rngs=rngs)
         else:
             latent_shape = (cfg.vector_hidden,)
             self.encoder = _VectorEncoder(obs_shape[0], cfg, dtype=dtype, rngs=rngs)

@@ -1,0 +1,356 @@
+"""Times a preset's training loop phase by phase and projects the wall time of a full run.
+
+    .venv/bin/python scripts/bench_train.py --preset atari100k --env pong \
+        [--env-steps N] [--updates N] [--batch-size B] [--json PATH]
+
+Builds exactly what `agent.train.train` builds (env, model, optimiser, replay, the jitted
+`act`, `add` and fused `update`) and runs a fixed amount of work after compilation:
+
+1. acting: `--env-steps` agent steps (all envs together) of act -> env step -> replay add,
+   as in the training loop; these real steps are also what fills the replay;
+2. the fused `make_update` step, `--updates` times: this gives updates/s;
+3. the same update split into its parts (replay sample, reanalysis, augmentation, loss +
+   grad + optax, priority update), each jitted on its own and timed to completion, so
+   that the sum of the parts can be set against the fused step;
+4. one orbax checkpoint of the state and the whole replay, amortised over the preset's
+   checkpoint interval.
+
+The first call of every jitted function compiles it; it is timed apart and left out of
+the rates. The projection of a full run is: the preset's env steps at the measured acting
+rate + replay_ratio x env steps updates at the measured fused rate + its checkpoints.
+Periodic and final evaluation are not part of it.
+"""
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import search
+from agent import checkpoint as checkpoint_lib
+from agent import config as config_lib
+from agent import replay as replay_lib
+from agent.acting import make_act
+from agent.envs import make_env
+from agent.reanalyze import make_batch
+from agent.train import TrainState, augment, make_optimizer, make_update, temperature
+from world_model import compute_loss, make_model
+
+# Acting steps (every env steps once) and updates per preset when not given: enough to
+# average over, small enough to finish in a few minutes on a 2-core CPU.
+DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 2)}
+
+ACTING_PHASES = ("acting search", "env stepping", "replay add", "host<->device copies")
+UPDATE_PHASES = ("replay sampling", "reanalysis", "augmentation", "gradient update")
+
+
+class Phases:
+    """Wall seconds per named phase, summed over the calls of `span`."""
+
+    def __init__(self):
+        self.seconds = collections.defaultdict(float)
+
+    @contextlib.contextmanager
+    def span(self, name):
+        # Callers block on device results inside the span: jax dispatch is asynchronous.
+        start = time.perf_counter()
+        yield
+        self.seconds[name] += time.perf_counter() - start
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=list(config_lib.PRESETS), default="atari100k")
+    parser.add_argument("--env", help="env name (default: the preset's: pong or catch)")
+    parser.add_argument("--env-steps", type=int,
+                        help="agent steps to time, all envs together (default: a few dozen "
+                             "acting steps per env, by preset)")
+    parser.add_argument("--updates", type=int, help="fused updates to time, and as many "
+                                                    "split updates (default: by preset)")
+    parser.add_argument("--batch-size", type=int,
+                        help="override the preset's batch size (to fit a slow machine)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser.parse_args()
+
+
+def make_config(args) -> config_lib.Config:
+    cfg = config_lib.preset(args.preset)
+    if args.env:
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, name=args.env))
+    if args.batch_size:
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, batch_size=args.batch_size))
+    cfg = dataclasses.replace(cfg, seed=args.seed)
+    config_lib.validate(cfg)
+    return cfg
+
+
+def run_acting(cfg, env, spec, act, add, params, replay, *, steps: int):
+    """`steps` + 1 iterations of the training loop's acting part; the first compiles.
+
+    Returns (replay, per-phase seconds of the timed iterations, their wall seconds,
+    per-phase seconds of the first iteration).
+    """
+    frames = env.reset()[:, -1]
+    stack = replay_lib.FrameStack(frames, spec.stack)
+    starts = np.ones(cfg.env.num_envs, bool)
+    obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+    rng = jax.random.key_data(jax.random.key(cfg.seed + 1))
+    temp = temperature(cfg, 0)
+    first, timed = Phases(), Phases()
+    wall = 0.0
+    for i in range(steps + 1):
+        phases = first if i == 0 else timed
+        start = time.perf_counter()
+        act_rng, rng = jax.random.split(rng)
+        with phases.span("acting search"):  # obs is a numpy array: its upload is in here
+            plan = jax.block_until_ready(act(params, act_rng, obs, temp))
+        with phases.span("host<->device copies"):
+            actions = np.asarray(plan.action)
+        with phases.span("env stepping"):
+            step = env.step(actions)
+            ends = step.train_terminal | step.terminated | step.truncated
+        with phases.span("host<->device copies"):
+            # The training loop passes these as numpy to `add`; uploading them here first
+            # keeps the copy out of the add's time.
+            uploaded = jax.block_until_ready(jax.device_put(dict(
+                frames=stack.frames[:, -1], actions=actions, rewards=step.reward, ends=ends,
+                starts=starts)))
+        with phases.span("replay add"):
+            replay = jax.block_until_ready(add(replay, **uploaded, policies=plan.action_weights,
+                                               values=plan.root_value))
+        with phases.span("env stepping"):  # host-side frame stacking for the next act
+            starts = ends
+            stack.push(step.obs[:, -1], starts)
+            obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+        if i > 0:
+            wall += time.perf_counter() - start
+    return replay, timed.seconds, wall, first.seconds
+
+
+def run_fused(update, state, replay, beta, *, updates: int):
+    """`updates` + 1 fused updates; returns state, replay, first-call and timed seconds."""
+    start = time.perf_counter()
+    state, replay, _ = jax.block_until_ready(update(state, replay, beta))
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(updates):
+        state, replay, _ = jax.block_until_ready(update(state, replay, beta))
+    return state, replay, first, time.perf_counter() - start
+
+
+def make_split_update(cfg, graphdef, optimizer, spec):
+    """The fused update's parts, each jitted alone: split(state, replay, beta, phases)."""
+    t = cfg.train
+    recurrent_fn = search.model_recurrent_fn(graphdef, discount=t.discount)
+    sample = jax.jit(functools.partial(
+        replay_lib.sample, batch_size=t.batch_size, lookahead=t.unroll_steps + t.td_steps,
+        alpha=cfg.replay.priority_alpha))
+    reanalyse = jax.jit(functools.partial(make_batch, cfg, graphdef, stack=spec.stack,
+                                          is_image=spec.is_image, recurrent_fn=recurrent_fn))
+    shift = jax.jit(augment)
+    # Donated like the fused step's replay: otherwise XLA would copy the whole buffer.
+    set_priorities = jax.jit(replay_lib.update_priorities, donate_argnums=0)
+
+    @jax.jit
+    def learn(params, opt_state, batch):
+        # The tail of agent.train.make_update, which has no separate entry point.
+        grad_fn = jax.value_and_grad(compute_loss, argnums=1, has_aux=True)
+        (_, (_, priorities)), grads = grad_fn(graphdef, params, batch, cfg.loss)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, priorities
+
+    def split(state, replay, beta, phases):
+        rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
+        with phases.span("replay sampling"):
+            drawn = jax.block_until_ready(sample(replay, sample_rng, beta=beta))
+        with phases.span("reanalysis"):
+            batch = jax.block_until_ready(
+                reanalyse(state.target_params, replay, drawn, reanalyse_rng))
+        if t.augment and spec.is_image:
+            with phases.span("augmentation"):
+                batch = batch.replace(observations=jax.block_until_ready(
+                    shift(augment_rng, batch.observations)))
+        with phases.span("gradient update"):
+            params, opt_state, priorities = jax.block_until_ready(
+                learn(state.params, state.opt_state, batch))
+        with phases.span("replay sampling"):  # the priority write-back of the sample
+            replay = jax.block_until_ready(set_priorities(replay, drawn, priorities))
+        return state.replace(params=params, opt_state=opt_state, rng=rng), replay
+
+    return split
+
+
+def time_checkpoint(state, replay, counters: dict) -> tuple[float, int]:
+    """Seconds of one Checkpointer.save into a temp dir, and the bytes it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpointer = checkpoint_lib.Checkpointer(Path(tmp))
+        start = time.perf_counter()
+        checkpointer.save(counters["env_steps"], state=state, replay=replay,
+                          counters=counters)
+        seconds = time.perf_counter() - start
+        checkpointer.close()
+        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+    return seconds, size
+
+
+def memory_peak() -> tuple[str, int]:
+    stats = jax.devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        return "device peak_bytes_in_use", stats["peak_bytes_in_use"]
+    # Linux reports ru_maxrss in KiB.
+    return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main():
+    args = parse_args()
+    cfg = make_config(args)
+    default_steps, default_updates = DEFAULT_WORK.get(cfg.preset, (32, 2))
+    num_envs = cfg.env.num_envs
+    acting_steps = math.ceil((args.env_steps or default_steps * num_envs) / num_envs)
+    num_updates = args.updates or default_updates
+    lookahead = cfg.train.unroll_steps + cfg.train.td_steps
+    if acting_steps < lookahead + 1:
+        raise SystemExit(f"--env-steps must give at least {lookahead + 1} steps per env "
+                         f"(unroll + td + 1) so the replay can be sampled: use "
+                         f">= {(lookahead + 1) * num_envs}")
+
+    device = jax.devices()[0]
+    load_before = os.getloadavg()
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}: {device}, "
+          f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} at start")
+    print(f"preset {cfg.preset}, env {cfg.env.name}, {num_envs} envs, batch "
+          f"{cfg.train.batch_size}, search {cfg.search.kind} x {cfg.search.num_simulations}")
+    preset_batch = config_lib.preset(cfg.preset).train.batch_size
+    if cfg.train.batch_size != preset_batch:
+        print(f"NOTE: batch size {cfg.train.batch_size} instead of the preset's {preset_batch}: "
+              "update times and the projection are for the smaller batch")
+
+    env_kwargs = dict(image_size=cfg.env.image_size, frame_stack=cfg.env.frame_stack,
+                      noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+    env = make_env(cfg.env.name, num_envs=num_envs, seed=cfg.seed, mode="train", **env_kwargs)
+    spec = env.spec
+    frame_dtype = np.dtype(spec.frame_dtype)
+    replay_lib.check_memory(capacity=cfg.replay.capacity, frame_shape=spec.frame_shape,
+                            frame_dtype=frame_dtype, num_actions=spec.num_actions)
+    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
+    optimizer = make_optimizer(cfg)
+    # target_params must be its own buffers: the fused update donates the whole state.
+    state = TrainState(params=params, target_params=jax.tree.map(jnp.copy, params),
+                       opt_state=optimizer.init(params),
+                       rng=jax.random.key_data(jax.random.key(cfg.seed)))
+    replay = replay_lib.init(num_envs=num_envs, capacity=cfg.replay.capacity,
+                             frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
+                             num_actions=spec.num_actions)
+    act = make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False)
+    add = jax.jit(replay_lib.add, donate_argnums=0)
+    update = make_update(cfg, graphdef, optimizer, spec)
+    beta = jnp.float32(cfg.replay.priority_beta)
+
+    print(f"acting {acting_steps} steps x {num_envs} envs (+1 compiling) ...", flush=True)
+    replay, acting, acting_wall, acting_first = run_acting(
+        cfg, env, spec, act, add, state.params, replay, steps=acting_steps)
+    env.close()
+    print(f"{num_updates} fused updates (+1 compiling) ...", flush=True)
+    state, replay, update_first, fused_wall = run_fused(update, state, replay, beta,
+                                                        updates=num_updates)
+    print(f"{num_updates} split updates (+1 compiling) ...", flush=True)
+    split = make_split_update(cfg, graphdef, optimizer, spec)
+    state, replay = split(state, replay, beta, Phases())
+    parts = Phases()
+    for _ in range(num_updates):
+        state, replay = split(state, replay, beta, parts)
+    print("checkpoint ...", flush=True)
+    env_steps_done = (acting_steps + 1) * num_envs
+    checkpoint_s, checkpoint_bytes = time_checkpoint(state, replay, dict(
+        env_steps=env_steps_done, updates=2 * (num_updates + 1), episodes=0,
+        replay_written=env_steps_done))
+    memory_kind, memory_bytes = memory_peak()
+    load_after = os.getloadavg()
+
+    # Per acting step (all envs) / per update means, then counts of a full run.
+    act_step_s = acting_wall / acting_steps
+    update_s = fused_wall / num_updates
+    full_acting_steps = math.ceil(cfg.train.env_steps / num_envs)
+    full_updates = cfg.total_updates
+    full_checkpoints = full_updates // cfg.log.checkpoint_interval + 1  # and the final one
+    acting_unit = (full_acting_steps, "acting steps")
+    update_unit = (full_updates, "updates")
+    rows = [(name, acting[name] / acting_steps, *acting_unit) for name in ACTING_PHASES]
+    rows.append(("other acting (rng split, python)",
+                 act_step_s - sum(acting[name] for name in ACTING_PHASES) / acting_steps,
+                 *acting_unit))
+    part_names = [name for name in UPDATE_PHASES if name in parts.seconds]
+    rows += [(name, parts.seconds[name] / num_updates, *update_unit) for name in part_names]
+    parts_s = sum(parts.seconds.values()) / num_updates
+    rows.append(("fused step minus sum of parts", update_s - parts_s, *update_unit))
+    rows.append(("checkpoint save (amortised)", checkpoint_s, full_checkpoints, "checkpoints"))
+    projected_s = sum(seconds * count for _, seconds, count, _ in rows)
+
+    compile_s = {
+        "act": acting_first["acting search"] - acting["acting search"] / acting_steps,
+        "replay add": acting_first["replay add"] - acting["replay add"] / acting_steps,
+        "update": update_first - update_s,
+    }
+    env_sps = acting_steps * num_envs / acting_wall
+    ups = num_updates / fused_wall
+
+    print(f"\nload average {load_after[0]:.2f} at the end")
+    print(f"compile (first call minus a timed call; not in the rates): act "
+          f"{compile_s['act']:.1f} s, replay add {compile_s['replay add']:.1f} s, update "
+          f"{compile_s['update']:.1f} s")
+    print(f"env steps/s (search + env + replay add): {env_sps:,.1f}   "
+          f"({acting_steps * num_envs} steps in {acting_wall:.2f} s)")
+    print(f"updates/s (fused, batch {cfg.train.batch_size}): {ups:,.3f}   "
+          f"({num_updates} updates in {fused_wall:.2f} s)")
+    print(f"sum of update parts {1e3 * parts_s:,.1f} ms vs fused step {1e3 * update_s:,.1f} ms "
+          f"({parts_s / update_s:.2f}x)")
+    print(f"checkpoint: {checkpoint_s:.2f} s for {checkpoint_bytes / 2**20:,.1f} MiB "
+          f"(replay capacity {cfg.replay.capacity:,}), every "
+          f"{cfg.log.checkpoint_interval:,} updates")
+    print(f"memory: {memory_kind} {memory_bytes / 2**30:.2f} GiB")
+    # `act` takes the temperature as a static argument: one compile per schedule value.
+    run_compile_s = (compile_s["act"] * len(set(cfg.train.temperatures))
+                     + compile_s["replay add"] + compile_s["update"])
+    print(f"\nprojected full run ({cfg.train.env_steps:,} env steps, {full_updates:,} updates, "
+          f"no evaluation): {projected_s:,.1f} s = {projected_s / 3600:.2f} h, plus "
+          f"{run_compile_s:.0f} s of compilation\n")
+    print("| phase | ms each | per full run | projected s | share |")
+    print("|---|--:|--:|--:|--:|")
+    for name, seconds, count, unit in rows:
+        print(f"| {name} | {1e3 * seconds:,.1f} | {count:,} {unit} | {seconds * count:,.1f} "
+              f"| {100 * seconds * count / projected_s:.1f}% |")
+    print(f"| **total** | | | **{projected_s:,.1f}** | 100% |")
+
+    if args.json:
+        args.json.write_text(json.dumps(dict(
+            preset=cfg.preset, env=cfg.env.name, num_envs=num_envs,
+            batch_size=cfg.train.batch_size, preset_batch_size=preset_batch,
+            device=str(device), backend=jax.default_backend(), jax=jax.__version__,
+            load_average=dict(start=load_before[0], end=load_after[0]),
+            timed=dict(env_steps=acting_steps * num_envs, updates=num_updates),
+            env_steps_per_s=env_sps, updates_per_s=ups, compile_s=compile_s,
+            update_parts_s=parts_s, fused_update_s=update_s, checkpoint_s=checkpoint_s,
+            checkpoint_bytes=checkpoint_bytes, memory=dict(kind=memory_kind, bytes=memory_bytes),
+            projected_full_run_s=projected_s, projected_compile_s=run_compile_s,
+            phases=[dict(name=name, seconds_each=seconds, per_full_run=count,
+                         projected_s=seconds * count) for name, seconds, count, _ in rows],
+        ), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
