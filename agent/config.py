@@ -190,7 +190,7 @@ def quickstart() -> Config:
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
         model=ModelConfig(
-            channels=16, num_blocks=1, head_channels=8, head_hidden=32,
+            channels=8, num_blocks=1, head_channels=8, head_hidden=32,
             vector_hidden=64, lstm_hidden=64, support_size=20, reward_support_size=5,
             proj_hidden=128, proj_out=128, pred_hidden=64,
         ),
@@ -198,7 +198,7 @@ def quickstart() -> Config:
         replay=ReplayConfig(capacity=20_000),
         optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),
         train=TrainConfig(
-            env_steps=8_000, start_steps=500, batch_size=64, replay_ratio=0.25,
+            env_steps=8_000, start_steps=500, batch_size=32, replay_ratio=0.25,
             target_update_interval=50, augment=False,
         ),
         log=LogConfig(

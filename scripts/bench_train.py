@@ -15,10 +15,11 @@ Builds exactly what `agent.train.train` builds (env, model, optimiser, replay, t
 4. one orbax checkpoint of the state and the whole replay, amortised over the preset's
    checkpoint interval.
 
-The first call of every jitted function compiles it; it is timed apart and left out of
-the rates. The projection of a full run is: the preset's env steps at the measured acting
-rate + replay_ratio x env steps updates at the measured fused rate + its checkpoints.
-Periodic and final evaluation are not part of it.
+Every jitted function is compiled ahead of its first call; that time is reported apart
+and left out of the rates (the first execution after it is timed). The projection of a
+full run is: the preset's env steps at the measured acting rate + replay_ratio x env
+steps updates at the measured fused rate + its checkpoints. Periodic and final
+evaluation are not part of it.
 """
 
 import argparse
@@ -50,25 +51,49 @@ from agent.train import TrainState, augment, make_optimizer, make_update, temper
 from world_model import compute_loss, make_model
 
 # Acting steps (every env steps once) and updates per preset when not given: enough to
-# average over, small enough to finish in a few minutes on a 2-core CPU.
-DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 2)}
+# average over, small enough to finish in minutes on a 2-core CPU (one atari100k update at
+# batch 256 takes about a minute there, so it gets one of each kind).
+DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 1)}
 
 ACTING_PHASES = ("acting search", "env stepping", "replay add", "host<->device copies")
 UPDATE_PHASES = ("replay sampling", "reanalysis", "augmentation", "gradient update")
 
 
-class Phases:
-    """Wall seconds per named phase, summed over the calls of `span`."""
+class Clock:
+    """Wall seconds per named phase, with compilation kept out of them.
+
+    Every jitted function runs through `compiled`, which compiles it ahead of its first
+    call and books that time under its own name in `compile_s`; a span subtracts the
+    compiling that happened inside it. Running only compiled executables also means no
+    call can silently retrace.
+    """
 
     def __init__(self):
         self.seconds = collections.defaultdict(float)
+        self.compile_s = {}
+        self._compiling = 0.0
 
     @contextlib.contextmanager
     def span(self, name):
         # Callers block on device results inside the span: jax dispatch is asynchronous.
-        start = time.perf_counter()
+        start, compiling = time.perf_counter(), self._compiling
         yield
-        self.seconds[name] += time.perf_counter() - start
+        self.seconds[name] += time.perf_counter() - start - (self._compiling - compiling)
+
+    def compiled(self, name, jitted, **static):
+        """`jitted` with its `static` keyword arguments bound, compiled on the first call."""
+        executable = None
+
+        def call(*args, **kwargs):
+            nonlocal executable
+            if executable is None:
+                start = time.perf_counter()
+                executable = jitted.lower(*args, **static, **kwargs).compile()
+                self.compile_s[name] = time.perf_counter() - start
+                self._compiling += self.compile_s[name]
+            return executable(*args, **kwargs)
+
+        return call
 
 
 def parse_args():
@@ -99,74 +124,54 @@ def make_config(args) -> config_lib.Config:
     return cfg
 
 
-def run_acting(cfg, env, spec, act, add, params, replay, *, steps: int):
-    """`steps` + 1 iterations of the training loop's acting part; the first compiles.
-
-    Returns (replay, per-phase seconds of the timed iterations, their wall seconds,
-    per-phase seconds of the first iteration).
-    """
+def run_acting(cfg, env, spec, clock, act, add, params, replay, *, steps: int):
+    """`steps` iterations of the training loop's acting part; returns the replay."""
     frames = env.reset()[:, -1]
     stack = replay_lib.FrameStack(frames, spec.stack)
     starts = np.ones(cfg.env.num_envs, bool)
     obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
     rng = jax.random.key_data(jax.random.key(cfg.seed + 1))
-    temp = temperature(cfg, 0)
-    first, timed = Phases(), Phases()
-    wall = 0.0
-    for i in range(steps + 1):
-        phases = first if i == 0 else timed
-        start = time.perf_counter()
-        act_rng, rng = jax.random.split(rng)
-        with phases.span("acting search"):  # obs is a numpy array: its upload is in here
-            plan = jax.block_until_ready(act(params, act_rng, obs, temp))
-        with phases.span("host<->device copies"):
-            actions = np.asarray(plan.action)
-        with phases.span("env stepping"):
-            step = env.step(actions)
-            ends = step.train_terminal | step.terminated | step.truncated
-        with phases.span("host<->device copies"):
-            # The training loop passes these as numpy to `add`; uploading them here first
-            # keeps the copy out of the add's time.
-            uploaded = jax.block_until_ready(jax.device_put(dict(
-                frames=stack.frames[:, -1], actions=actions, rewards=step.reward, ends=ends,
-                starts=starts)))
-        with phases.span("replay add"):
-            replay = jax.block_until_ready(add(replay, **uploaded, policies=plan.action_weights,
-                                               values=plan.root_value))
-        with phases.span("env stepping"):  # host-side frame stacking for the next act
-            starts = ends
-            stack.push(step.obs[:, -1], starts)
-            obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
-        if i > 0:
-            wall += time.perf_counter() - start
-    return replay, timed.seconds, wall, first.seconds
+    with clock.span("acting wall"):
+        for _ in range(steps):
+            act_rng, rng = jax.random.split(rng)
+            with clock.span("acting search"):  # obs is a numpy array: its upload is in here
+                plan = jax.block_until_ready(act(params, act_rng, obs))
+            with clock.span("host<->device copies"):
+                actions = np.asarray(plan.action)
+            with clock.span("env stepping"):
+                step = env.step(actions)
+                ends = step.train_terminal | step.terminated | step.truncated
+            with clock.span("host<->device copies"):
+                # The training loop hands these to `add` as numpy arrays; uploading them
+                # here first keeps the copy out of the add's time.
+                uploaded = jax.block_until_ready(jax.device_put(dict(
+                    frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
+                    ends=ends, starts=starts)))
+            with clock.span("replay add"):
+                replay = jax.block_until_ready(add(
+                    replay, **uploaded, policies=plan.action_weights, values=plan.root_value))
+            with clock.span("env stepping"):  # host-side frame stacking for the next act
+                starts = ends
+                stack.push(step.obs[:, -1], starts)
+                obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+    return replay
 
 
-def run_fused(update, state, replay, beta, *, updates: int):
-    """`updates` + 1 fused updates; returns state, replay, first-call and timed seconds."""
-    start = time.perf_counter()
-    state, replay, _ = jax.block_until_ready(update(state, replay, beta))
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(updates):
-        state, replay, _ = jax.block_until_ready(update(state, replay, beta))
-    return state, replay, first, time.perf_counter() - start
-
-
-def make_split_update(cfg, graphdef, optimizer, spec):
-    """The fused update's parts, each jitted alone: split(state, replay, beta, phases)."""
+def make_split_update(cfg, graphdef, optimizer, spec, clock):
+    """The fused update's parts, each jitted alone: split(state, replay, beta)."""
     t = cfg.train
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=t.discount)
-    sample = jax.jit(functools.partial(
+    sample = clock.compiled("sample", jax.jit(functools.partial(
         replay_lib.sample, batch_size=t.batch_size, lookahead=t.unroll_steps + t.td_steps,
-        alpha=cfg.replay.priority_alpha))
-    reanalyse = jax.jit(functools.partial(make_batch, cfg, graphdef, stack=spec.stack,
-                                          is_image=spec.is_image, recurrent_fn=recurrent_fn))
-    shift = jax.jit(augment)
+        alpha=cfg.replay.priority_alpha)))
+    reanalyse = clock.compiled("make_batch", jax.jit(functools.partial(
+        make_batch, cfg, graphdef, stack=spec.stack, is_image=spec.is_image,
+        recurrent_fn=recurrent_fn)))
+    shift = clock.compiled("augment", jax.jit(augment))
     # Donated like the fused step's replay: otherwise XLA would copy the whole buffer.
-    set_priorities = jax.jit(replay_lib.update_priorities, donate_argnums=0)
+    set_priorities = clock.compiled(
+        "update_priorities", jax.jit(replay_lib.update_priorities, donate_argnums=0))
 
-    @jax.jit
     def learn(params, opt_state, batch):
         # The tail of agent.train.make_update, which has no separate entry point.
         grad_fn = jax.value_and_grad(compute_loss, argnums=1, has_aux=True)
@@ -174,21 +179,23 @@ def make_split_update(cfg, graphdef, optimizer, spec):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, priorities
 
-    def split(state, replay, beta, phases):
+    learn = clock.compiled("loss + grad + optax", jax.jit(learn))
+
+    def split(state, replay, beta):
         rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
-        with phases.span("replay sampling"):
+        with clock.span("replay sampling"):
             drawn = jax.block_until_ready(sample(replay, sample_rng, beta=beta))
-        with phases.span("reanalysis"):
+        with clock.span("reanalysis"):
             batch = jax.block_until_ready(
                 reanalyse(state.target_params, replay, drawn, reanalyse_rng))
         if t.augment and spec.is_image:
-            with phases.span("augmentation"):
+            with clock.span("augmentation"):
                 batch = batch.replace(observations=jax.block_until_ready(
                     shift(augment_rng, batch.observations)))
-        with phases.span("gradient update"):
+        with clock.span("gradient update"):
             params, opt_state, priorities = jax.block_until_ready(
                 learn(state.params, state.opt_state, batch))
-        with phases.span("replay sampling"):  # the priority write-back of the sample
+        with clock.span("replay sampling"):  # the priority write-back of the sample
             replay = jax.block_until_ready(set_priorities(replay, drawn, priorities))
         return state.replace(params=params, opt_state=opt_state, rng=rng), replay
 
@@ -219,7 +226,7 @@ def memory_peak() -> tuple[str, int]:
 def main():
     args = parse_args()
     cfg = make_config(args)
-    default_steps, default_updates = DEFAULT_WORK.get(cfg.preset, (32, 2))
+    default_steps, default_updates = DEFAULT_WORK[cfg.preset]
     num_envs = cfg.env.num_envs
     acting_steps = math.ceil((args.env_steps or default_steps * num_envs) / num_envs)
     num_updates = args.updates or default_updates
@@ -256,84 +263,82 @@ def main():
     replay = replay_lib.init(num_envs=num_envs, capacity=cfg.replay.capacity,
                              frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
                              num_actions=spec.num_actions)
-    act = make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False)
-    add = jax.jit(replay_lib.add, donate_argnums=0)
-    update = make_update(cfg, graphdef, optimizer, spec)
+    clock = Clock()
+    act = clock.compiled(
+        "act", make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False),
+        temperature=temperature(cfg, 0))
+    add = clock.compiled("replay add", jax.jit(replay_lib.add, donate_argnums=0))
+    update = clock.compiled("update", make_update(cfg, graphdef, optimizer, spec))
+    split = make_split_update(cfg, graphdef, optimizer, spec, clock)
     beta = jnp.float32(cfg.replay.priority_beta)
 
-    print(f"acting {acting_steps} steps x {num_envs} envs (+1 compiling) ...", flush=True)
-    replay, acting, acting_wall, acting_first = run_acting(
-        cfg, env, spec, act, add, state.params, replay, steps=acting_steps)
+    print(f"acting: {acting_steps} steps x {num_envs} envs ...", flush=True)
+    replay = run_acting(cfg, env, spec, clock, act, add, state.params, replay,
+                        steps=acting_steps)
     env.close()
-    print(f"{num_updates} fused updates (+1 compiling) ...", flush=True)
-    state, replay, update_first, fused_wall = run_fused(update, state, replay, beta,
-                                                        updates=num_updates)
-    print(f"{num_updates} split updates (+1 compiling) ...", flush=True)
-    split = make_split_update(cfg, graphdef, optimizer, spec)
-    state, replay = split(state, replay, beta, Phases())
-    parts = Phases()
+    print(f"{num_updates} fused update(s) ...", flush=True)
+    with clock.span("fused updates"):
+        for _ in range(num_updates):
+            state, replay, _ = jax.block_until_ready(update(state, replay, beta))
+    print(f"{num_updates} split update(s) ...", flush=True)
     for _ in range(num_updates):
-        state, replay = split(state, replay, beta, parts)
+        state, replay = split(state, replay, beta)
     print("checkpoint ...", flush=True)
-    env_steps_done = (acting_steps + 1) * num_envs
+    replay_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(replay))
     checkpoint_s, checkpoint_bytes = time_checkpoint(state, replay, dict(
-        env_steps=env_steps_done, updates=2 * (num_updates + 1), episodes=0,
-        replay_written=env_steps_done))
+        env_steps=acting_steps * num_envs, updates=2 * num_updates, episodes=0,
+        replay_written=acting_steps * num_envs))
     memory_kind, memory_bytes = memory_peak()
     load_after = os.getloadavg()
 
-    # Per acting step (all envs) / per update means, then counts of a full run.
-    act_step_s = acting_wall / acting_steps
-    update_s = fused_wall / num_updates
+    # Means per acting step (all envs) and per update, times their counts in a full run.
+    seconds = clock.seconds
+    act_step_s = seconds["acting wall"] / acting_steps
+    update_s = seconds["fused updates"] / num_updates
+    parts_s = sum(seconds.get(name, 0.0) for name in UPDATE_PHASES) / num_updates
     full_acting_steps = math.ceil(cfg.train.env_steps / num_envs)
     full_updates = cfg.total_updates
     full_checkpoints = full_updates // cfg.log.checkpoint_interval + 1  # and the final one
     acting_unit = (full_acting_steps, "acting steps")
     update_unit = (full_updates, "updates")
-    rows = [(name, acting[name] / acting_steps, *acting_unit) for name in ACTING_PHASES]
+    rows = [(name, seconds[name] / acting_steps, *acting_unit) for name in ACTING_PHASES]
     rows.append(("other acting (rng split, python)",
-                 act_step_s - sum(acting[name] for name in ACTING_PHASES) / acting_steps,
+                 act_step_s - sum(seconds[name] for name in ACTING_PHASES) / acting_steps,
                  *acting_unit))
-    part_names = [name for name in UPDATE_PHASES if name in parts.seconds]
-    rows += [(name, parts.seconds[name] / num_updates, *update_unit) for name in part_names]
-    parts_s = sum(parts.seconds.values()) / num_updates
+    rows += [(name, seconds[name] / num_updates, *update_unit)
+             for name in UPDATE_PHASES if name in seconds]
     rows.append(("fused step minus sum of parts", update_s - parts_s, *update_unit))
     rows.append(("checkpoint save (amortised)", checkpoint_s, full_checkpoints, "checkpoints"))
-    projected_s = sum(seconds * count for _, seconds, count, _ in rows)
-
-    compile_s = {
-        "act": acting_first["acting search"] - acting["acting search"] / acting_steps,
-        "replay add": acting_first["replay add"] - acting["replay add"] / acting_steps,
-        "update": update_first - update_s,
-    }
-    env_sps = acting_steps * num_envs / acting_wall
-    ups = num_updates / fused_wall
-
-    print(f"\nload average {load_after[0]:.2f} at the end")
-    print(f"compile (first call minus a timed call; not in the rates): act "
-          f"{compile_s['act']:.1f} s, replay add {compile_s['replay add']:.1f} s, update "
-          f"{compile_s['update']:.1f} s")
-    print(f"env steps/s (search + env + replay add): {env_sps:,.1f}   "
-          f"({acting_steps * num_envs} steps in {acting_wall:.2f} s)")
-    print(f"updates/s (fused, batch {cfg.train.batch_size}): {ups:,.3f}   "
-          f"({num_updates} updates in {fused_wall:.2f} s)")
-    print(f"sum of update parts {1e3 * parts_s:,.1f} ms vs fused step {1e3 * update_s:,.1f} ms "
-          f"({parts_s / update_s:.2f}x)")
-    print(f"checkpoint: {checkpoint_s:.2f} s for {checkpoint_bytes / 2**20:,.1f} MiB "
-          f"(replay capacity {cfg.replay.capacity:,}), every "
-          f"{cfg.log.checkpoint_interval:,} updates")
-    print(f"memory: {memory_kind} {memory_bytes / 2**30:.2f} GiB")
+    projected_s = sum(each * count for _, each, count, _ in rows)
+    compile_s = clock.compile_s
     # `act` takes the temperature as a static argument: one compile per schedule value.
     run_compile_s = (compile_s["act"] * len(set(cfg.train.temperatures))
                      + compile_s["replay add"] + compile_s["update"])
+    env_sps = 1 / act_step_s * num_envs
+    ups = 1 / update_s
+
+    print(f"\nload average {load_after[0]:.2f} at the end")
+    print("compile (not in the rates): " + ", ".join(
+        f"{name} {each:.1f} s" for name, each in compile_s.items()))
+    print(f"env steps/s (search + env + replay add): {env_sps:,.1f}   "
+          f"({acting_steps * num_envs} steps in {seconds['acting wall']:.2f} s)")
+    print(f"updates/s (fused, batch {cfg.train.batch_size}): {ups:,.3f}   "
+          f"({num_updates} in {seconds['fused updates']:.2f} s)")
+    print(f"sum of update parts {1e3 * parts_s:,.1f} ms vs fused step {1e3 * update_s:,.1f} ms "
+          f"({parts_s / update_s:.2f}x)")
+    print(f"checkpoint: {checkpoint_s:.2f} s, {checkpoint_bytes / 2**20:,.1f} MiB on disk for "
+          f"a replay of {replay_bytes / 2**20:,.1f} MiB in memory "
+          f"({acting_steps * num_envs:,} of {cfg.replay.capacity:,} steps filled), every "
+          f"{cfg.log.checkpoint_interval:,} updates")
+    print(f"memory: {memory_kind} {memory_bytes / 2**30:.2f} GiB")
     print(f"\nprojected full run ({cfg.train.env_steps:,} env steps, {full_updates:,} updates, "
           f"no evaluation): {projected_s:,.1f} s = {projected_s / 3600:.2f} h, plus "
           f"{run_compile_s:.0f} s of compilation\n")
     print("| phase | ms each | per full run | projected s | share |")
     print("|---|--:|--:|--:|--:|")
-    for name, seconds, count, unit in rows:
-        print(f"| {name} | {1e3 * seconds:,.1f} | {count:,} {unit} | {seconds * count:,.1f} "
-              f"| {100 * seconds * count / projected_s:.1f}% |")
+    for name, each, count, unit in rows:
+        print(f"| {name} | {1e3 * each:,.1f} | {count:,} {unit} | {each * count:,.1f} "
+              f"| {100 * each * count / projected_s:.1f}% |")
     print(f"| **total** | | | **{projected_s:,.1f}** | 100% |")
 
     if args.json:
@@ -345,10 +350,11 @@ def main():
             timed=dict(env_steps=acting_steps * num_envs, updates=num_updates),
             env_steps_per_s=env_sps, updates_per_s=ups, compile_s=compile_s,
             update_parts_s=parts_s, fused_update_s=update_s, checkpoint_s=checkpoint_s,
-            checkpoint_bytes=checkpoint_bytes, memory=dict(kind=memory_kind, bytes=memory_bytes),
+            checkpoint_bytes=checkpoint_bytes, replay_bytes=replay_bytes,
+            memory=dict(kind=memory_kind, bytes=memory_bytes),
             projected_full_run_s=projected_s, projected_compile_s=run_compile_s,
-            phases=[dict(name=name, seconds_each=seconds, per_full_run=count,
-                         projected_s=seconds * count) for name, seconds, count, _ in rows],
+            phases=[dict(name=name, seconds_each=each, per_full_run=count, unit=unit,
+                         projected_s=each * count) for name, each, count, unit in rows],
         ), indent=2) + "\n")
 
 

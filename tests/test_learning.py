@@ -9,6 +9,11 @@ from agent import config as config_lib
 from agent.envs import make_env
 from agent.train import train
 
+# Budgets: a few minutes of 2-core CPU each; catch starts to be learned after ~1000
+# updates of the smoke-sized model, CartPole sooner.
+LEARN_CATCH_STEPS, CATCH_MARGIN = 4_000, 2.0
+LEARN_CARTPOLE_STEPS, CARTPOLE_FACTOR = 2_500, 2.0
+
 
 def _random_return(name: str, *, episodes: int, seed: int, **env_kwargs) -> float:
     env = make_env(name, num_envs=4, seed=seed, mode="eval", **env_kwargs)
@@ -28,12 +33,15 @@ def _smoke(logdir, *, env: str, env_steps: int, **train_overrides) -> config_lib
         cfg, logdir=str(logdir),
         env=dataclasses.replace(cfg.env, name=env),
         train=dataclasses.replace(cfg.train, env_steps=env_steps, **train_overrides),
-        log=dataclasses.replace(cfg.log, progress=False, eval_episodes=16, eval_envs=8),
+        # Only the final evaluation: periodic ones of long CartPole episodes cost minutes.
+        log=dataclasses.replace(cfg.log, progress=False, eval_interval=0, eval_episodes=16,
+                                eval_envs=8),
     )
 
 
 def test_learns_catch_from_pixels(tmp_path):
-    cfg = _smoke(tmp_path, env="catch", env_steps=LEARN_CATCH_STEPS)
+    cfg = _smoke(tmp_path, env="catch", env_steps=LEARN_CATCH_STEPS, batch_size=32,
+                 replay_ratio=0.3)
     result = train(cfg)
     random = _random_return("catch", episodes=64, seed=1, frame_stack=cfg.env.frame_stack)
     # Random play catches 1 ball in 10 (return -8); learning must catch several more.
@@ -41,7 +49,8 @@ def test_learns_catch_from_pixels(tmp_path):
 
 
 def test_learns_cartpole_from_vectors(tmp_path):
-    cfg = _smoke(tmp_path, env="CartPole-v1", env_steps=LEARN_CARTPOLE_STEPS)
+    cfg = _smoke(tmp_path, env="CartPole-v1", env_steps=LEARN_CARTPOLE_STEPS, batch_size=32,
+                 replay_ratio=0.5)
     result = train(cfg)
     random = _random_return("CartPole-v1", episodes=64, seed=1)
     assert result["mean_return"] > CARTPOLE_FACTOR * random, (result["mean_return"], random)
