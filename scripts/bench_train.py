@@ -9,9 +9,10 @@ Builds exactly what `agent.train.train` builds (env, model, optimiser, replay, t
 1. acting: `--env-steps` agent steps (all envs together) of act -> env step -> replay add,
    as in the training loop; these real steps are also what fills the replay;
 2. the fused `make_update` step, `--updates` times: this gives updates/s;
-3. the same update split into its parts (replay sample, reanalysis, augmentation, loss +
-   grad + optax, priority update), each jitted on its own and timed to completion, so
-   that the sum of the parts can be set against the fused step;
+3. taking turns with 2., the same update split into its parts (replay sample,
+   reanalysis, augmentation, loss + grad + optax, priority update), each jitted on its
+   own and timed to completion, so that the sum of the parts can be set against the
+   fused step;
 4. one orbax checkpoint of the state and the whole replay, amortised over the preset's
    checkpoint interval.
 
@@ -276,12 +277,11 @@ def main():
     replay = run_acting(cfg, env, spec, clock, act, add, state.params, replay,
                         steps=acting_steps)
     env.close()
-    print(f"{num_updates} fused update(s) ...", flush=True)
-    with clock.span("fused updates"):
-        for _ in range(num_updates):
-            state, replay, _ = jax.block_until_ready(update(state, replay, beta))
-    print(f"{num_updates} split update(s) ...", flush=True)
+    print(f"{num_updates} fused and {num_updates} split update(s) ...", flush=True)
+    # Taking turns, so that a change in the machine's load hits both alike.
     for _ in range(num_updates):
+        with clock.span("fused updates"):
+            state, replay, _ = jax.block_until_ready(update(state, replay, beta))
         state, replay = split(state, replay, beta)
     print("checkpoint ...", flush=True)
     replay_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(replay))
