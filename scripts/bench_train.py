@@ -53,7 +53,7 @@ from world_model import compute_loss, make_model
 
 # Acting steps (every env steps once) and updates per preset when not given: enough to
 # average over, small enough to finish in minutes on a 2-core CPU (one atari100k update at
-# batch 256 takes about a minute there, so it gets one of each kind).
+# batch 256 takes one to two minutes there, so it gets one of each kind).
 DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 1)}
 
 ACTING_PHASES = ("acting search", "env stepping", "replay add", "host<->device copies")
