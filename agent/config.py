@@ -35,6 +35,12 @@ class EnvConfig:
     max_episode_frames: int = 108_000
     """Episode cap in emulator frames (Atari; 108k = 30 minutes of play)."""
 
+    def keywords(self) -> dict:
+        """The `agent.envs.make_env` keywords these settings give (all but the name,
+        num_envs, seed and mode)."""
+        return dict(image_size=self.image_size, frame_stack=self.frame_stack,
+                    noop_max=self.noop_max, max_episode_frames=self.max_episode_frames)
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:

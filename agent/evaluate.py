@@ -127,8 +127,7 @@ def summary_line(result: dict) -> str:
 def load_run(run_dir: Path):
     """(cfg, graphdef, params, env_steps, env_kwargs) of a run's latest checkpoint."""
     cfg, _ = checkpoint_lib.read_config(run_dir)
-    env_kwargs = dict(image_size=cfg.env.image_size, frame_stack=cfg.env.frame_stack,
-                      noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
+    env_kwargs = cfg.env.keywords()
     env = make_env(cfg.env.name, num_envs=1, seed=0, mode="eval", **env_kwargs)
     spec = env.spec
     env.close()

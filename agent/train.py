@@ -90,6 +90,15 @@ def augment(rng, obs):
     return jnp.clip(shifted * scale, 0.0, 255.0)
 
 
+def gradient_step(graphdef, optimizer, loss_cfg, params, opt_state, batch):
+    """Loss, gradient and optimiser step -> (params, opt_state, metrics, priorities)."""
+    grad_fn = jax.value_and_grad(compute_loss, argnums=1, has_aux=True)
+    (_, (metrics, priorities)), grads = grad_fn(graphdef, params, batch, loss_cfg)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+    return optax.apply_updates(params, updates), opt_state, metrics, priorities
+
+
 def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
     """update(state, replay, beta) -> (state, replay, metrics), one jitted gradient step."""
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=cfg.train.discount)
@@ -105,11 +114,8 @@ def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
                            recurrent_fn=recurrent_fn)
         if cfg.train.augment and spec.is_image:
             batch = batch.replace(observations=augment(augment_rng, batch.observations))
-        grad_fn = jax.value_and_grad(compute_loss, argnums=1, has_aux=True)
-        (_, (metrics, priorities)), grads = grad_fn(graphdef, state.params, batch, cfg.loss)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        params, opt_state, metrics, priorities = gradient_step(
+            graphdef, optimizer, cfg.loss, state.params, state.opt_state, batch)
         replay = replay_lib.update_priorities(replay, sample, priorities)
         return state.replace(params=params, opt_state=opt_state, rng=rng), replay, metrics
 
@@ -144,20 +150,17 @@ class _Window:
     start_updates: int = 0
 
 
-def train(cfg: Config) -> dict:
-    """Runs (or resumes) a training run; returns the final evaluation."""
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    env_kwargs = dict(image_size=cfg.env.image_size, frame_stack=cfg.env.frame_stack,
-                      noop_max=cfg.env.noop_max,
-                      max_episode_frames=cfg.env.max_episode_frames)
+def build(cfg: Config, env_kwargs: dict):
+    """A fresh run's pieces: (train env, graphdef, optimizer, TrainState, empty Replay).
+
+    Checks that the replay fits in memory before anything large is allocated.
+    """
     env = make_env(cfg.env.name, num_envs=cfg.env.num_envs, seed=cfg.seed, mode="train",
                    **env_kwargs)
     spec = env.spec
     frame_dtype = np.dtype(spec.frame_dtype)
     replay_lib.check_memory(capacity=cfg.replay.capacity, frame_shape=spec.frame_shape,
                             frame_dtype=frame_dtype, num_actions=spec.num_actions)
-
     graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
     optimizer = make_optimizer(cfg)
     state = TrainState(params=params, target_params=_copy(params),
@@ -166,6 +169,16 @@ def train(cfg: Config) -> dict:
     replay = replay_lib.init(num_envs=cfg.env.num_envs, capacity=cfg.replay.capacity,
                              frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
                              num_actions=spec.num_actions)
+    return env, graphdef, optimizer, state, replay
+
+
+def train(cfg: Config) -> dict:
+    """Runs (or resumes) a training run; returns the final evaluation."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env_kwargs = cfg.env.keywords()
+    env, graphdef, optimizer, state, replay = build(cfg, env_kwargs)
+    spec = env.spec
     counters = {"env_steps": 0, "updates": 0, "episodes": 0}
 
     checkpointer = checkpoint_lib.Checkpointer(run_dir)

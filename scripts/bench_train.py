@@ -39,17 +39,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import search
 from agent import checkpoint as checkpoint_lib
 from agent import config as config_lib
 from agent import replay as replay_lib
 from agent.acting import make_act
-from agent.envs import make_env
 from agent.reanalyze import make_batch
-from agent.train import TrainState, augment, make_optimizer, make_update, temperature
-from world_model import compute_loss, make_model
+from agent.train import augment, build, gradient_step, make_update, temperature
 
 # Acting steps (every env steps once) and updates per preset when not given: enough to
 # average over, small enough to finish in minutes on a 2-core CPU (one atari100k update at
@@ -173,14 +170,8 @@ def make_split_update(cfg, graphdef, optimizer, spec, clock):
     set_priorities = clock.compiled(
         "update_priorities", jax.jit(replay_lib.update_priorities, donate_argnums=0))
 
-    def learn(params, opt_state, batch):
-        # The tail of agent.train.make_update, which has no separate entry point.
-        grad_fn = jax.value_and_grad(compute_loss, argnums=1, has_aux=True)
-        (_, (_, priorities)), grads = grad_fn(graphdef, params, batch, cfg.loss)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, priorities
-
-    learn = clock.compiled("loss + grad + optax", jax.jit(learn))
+    learn = clock.compiled("loss + grad + optax", jax.jit(functools.partial(
+        gradient_step, graphdef, optimizer, cfg.loss)))
 
     def split(state, replay, beta):
         rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
@@ -194,7 +185,7 @@ def make_split_update(cfg, graphdef, optimizer, spec, clock):
                 batch = batch.replace(observations=jax.block_until_ready(
                     shift(augment_rng, batch.observations)))
         with clock.span("gradient update"):
-            params, opt_state, priorities = jax.block_until_ready(
+            params, opt_state, _, priorities = jax.block_until_ready(
                 learn(state.params, state.opt_state, batch))
         with clock.span("replay sampling"):  # the priority write-back of the sample
             replay = jax.block_until_ready(set_priorities(replay, drawn, priorities))
@@ -248,22 +239,8 @@ def main():
         print(f"NOTE: batch size {cfg.train.batch_size} instead of the preset's {preset_batch}: "
               "update times and the projection are for the smaller batch")
 
-    env_kwargs = dict(image_size=cfg.env.image_size, frame_stack=cfg.env.frame_stack,
-                      noop_max=cfg.env.noop_max, max_episode_frames=cfg.env.max_episode_frames)
-    env = make_env(cfg.env.name, num_envs=num_envs, seed=cfg.seed, mode="train", **env_kwargs)
+    env, graphdef, optimizer, state, replay = build(cfg, cfg.env.keywords())
     spec = env.spec
-    frame_dtype = np.dtype(spec.frame_dtype)
-    replay_lib.check_memory(capacity=cfg.replay.capacity, frame_shape=spec.frame_shape,
-                            frame_dtype=frame_dtype, num_actions=spec.num_actions)
-    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
-    optimizer = make_optimizer(cfg)
-    # target_params must be its own buffers: the fused update donates the whole state.
-    state = TrainState(params=params, target_params=jax.tree.map(jnp.copy, params),
-                       opt_state=optimizer.init(params),
-                       rng=jax.random.key_data(jax.random.key(cfg.seed)))
-    replay = replay_lib.init(num_envs=num_envs, capacity=cfg.replay.capacity,
-                             frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
-                             num_actions=spec.num_actions)
     clock = Clock()
     act = clock.compiled(
         "act", make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False),
