@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import search
 from agent import checkpoint as checkpoint_lib
+from agent import config as config_lib
 from agent import dreams
 from agent import evaluate as evaluate_lib
 from agent import replay as replay_lib
@@ -184,8 +185,7 @@ def train(cfg: Config) -> dict:
     checkpointer = checkpoint_lib.Checkpointer(run_dir)
     if checkpointer.latest_step() is not None:
         saved, _ = checkpoint_lib.read_config(run_dir)
-        differences = checkpoint_lib.config_mismatch(checkpoint_lib.config_lib.to_dict(saved),
-                                                     cfg)
+        differences = checkpoint_lib.config_mismatch(config_lib.to_dict(saved), cfg)
         if differences:
             raise ConfigError(
                 f"{run_dir} holds a run with another config ({'; '.join(differences)}): "
