@@ -333,11 +333,12 @@ def plot_learning_curves(runs: list[Run], path: Path) -> Path:
     for ax in axes[: len(keys)]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-    if handles:
-        fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=4)
     fig.suptitle("Return vs env steps: mean over seeds, shaded ±1 std")
-    fig.supxlabel("env steps")
     fig.supylabel("episode return (raw score)")
+    for ax in axes[: len(keys)]:
+        ax.set_xlabel("env steps")
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=4)
     fig.savefig(path, dpi=100)
     return path
 
