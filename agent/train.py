@@ -151,13 +151,13 @@ class _Window:
     start_updates: int = 0
 
 
-def build(cfg: Config, env_kwargs: dict):
+def build(cfg: Config):
     """A fresh run's pieces: (train env, graphdef, optimizer, TrainState, empty Replay).
 
     Checks that the replay fits in memory before anything large is allocated.
     """
     env = make_env(cfg.env.name, num_envs=cfg.env.num_envs, seed=cfg.seed, mode="train",
-                   **env_kwargs)
+                   **cfg.env.keywords())
     spec = env.spec
     frame_dtype = np.dtype(spec.frame_dtype)
     replay_lib.check_memory(capacity=cfg.replay.capacity, frame_shape=spec.frame_shape,
@@ -178,7 +178,7 @@ def train(cfg: Config) -> dict:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env_kwargs = cfg.env.keywords()
-    env, graphdef, optimizer, state, replay = build(cfg, env_kwargs)
+    env, graphdef, optimizer, state, replay = build(cfg)
     spec = env.spec
     counters = {"env_steps": 0, "updates": 0, "episodes": 0}
 

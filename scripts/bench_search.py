@@ -27,7 +27,7 @@ import world_model
 
 # name -> (ModelConfig overrides, obs_shape, num_actions).
 SIZES = {
-    # Tiny: the quickstart network on 10x10 images with 4 stacked grey frames.
+    # Tiny: a 16-channel network on 10x10 images with 4 stacked grey frames.
     "smoke": (
         dict(
             channels=16,

@@ -239,7 +239,7 @@ def main():
         print(f"NOTE: batch size {cfg.train.batch_size} instead of the preset's {preset_batch}: "
               "update times and the projection are for the smaller batch")
 
-    env, graphdef, optimizer, state, replay = build(cfg, cfg.env.keywords())
+    env, graphdef, optimizer, state, replay = build(cfg)
     spec = env.spec
     clock = Clock()
     act = clock.compiled(
