@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 
 import search
@@ -33,11 +31,11 @@ def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0) ->
 def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool):
     """act(params, rng, obs [N, *obs_shape], temperature) -> search.PlanOutput, jitted.
 
-    `temperature` is static: the schedule has a handful of values, one compile each.
+    `temperature` is traced, so one compile serves the whole temperature schedule.
     """
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=discount)
 
-    @functools.partial(jax.jit, static_argnums=3)
+    @jax.jit
     def act(params, rng, obs, temperature=1.0):
         root = search.model_root(graphdef, params, obs)
         return search.plan(params, rng, root, recurrent_fn,

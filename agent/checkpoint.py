@@ -3,7 +3,8 @@
 A checkpoint holds the training state (params, target params, optimiser state, RNG),
 the whole replay (frames, priorities, segment boundaries) and the counters. Orbax
 writes each step into a temporary directory and renames it when complete, so a kill
-at any moment leaves the previous checkpoint intact.
+at any moment leaves the previous checkpoint intact. Saves are asynchronous: training
+goes on while a checkpoint is written in the background.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from agent import config as config_lib
@@ -45,28 +47,41 @@ def _normalise(value):
 
 
 class Checkpointer:
-    def __init__(self, run_dir: Path, *, keep: int = 2):
+    def __init__(self, run_dir: Path, *, keep: int = 2, read_only: bool = False):
+        """`read_only` for readers of a run that may still be training: they must leave
+        its unfinished (temporary) checkpoint directories alone."""
         self.directory = (Path(run_dir) / "checkpoints").absolute()
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
+                max_to_keep=keep, create=not read_only, read_only=read_only,
+                cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
             ),
         )
 
     def latest_step(self) -> int | None:
+        """The newest complete checkpoint, after any save in progress has finished."""
+        self._manager.wait_until_finished()
         return self._manager.latest_step()
 
     def save(self, step: int, *, state, replay, counters: dict) -> None:
+        """Starts writing a checkpoint and returns while it is written in the background
+        (a save still in progress is finished first)."""
+        # Private copies for the background write to hold: were it to hold the training
+        # step's own buffers, their donation would be refused and every update meanwhile
+        # would copy the whole replay.
+        arrays = jax.tree.map(jnp.copy, {"state": state, "replay": replay})
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                arrays=ocp.args.StandardSave({"state": state, "replay": replay}),
+                arrays=ocp.args.StandardSave(arrays),
                 # The params again on their own, so evaluation loads them without the replay.
-                params=ocp.args.StandardSave(state.params),
+                params=ocp.args.StandardSave(arrays["state"].params),
                 counters=ocp.args.JsonSave(counters),
             ),
         )
+
+    def wait_until_finished(self) -> None:
         self._manager.wait_until_finished()
 
     def restore(self, *, state, replay, step: int | None = None):
@@ -100,6 +115,7 @@ class Checkpointer:
         return restored["params"], dict(restored["counters"])
 
     def close(self) -> None:
+        """Finishes any save in progress."""
         self._manager.close()
 
 

@@ -132,7 +132,7 @@ def load_run(run_dir: Path):
     spec = env.spec
     env.close()
     graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
-    checkpointer = checkpoint_lib.Checkpointer(run_dir)
+    checkpointer = checkpoint_lib.Checkpointer(run_dir, read_only=True)
     params, counters = checkpointer.restore_params(params)
     checkpointer.close()
     return cfg, graphdef, params, counters["env_steps"], env_kwargs

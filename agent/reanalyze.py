@@ -57,11 +57,6 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     unroll, td = t.unroll_steps, t.td_steps
     rows, times = sample.rows, sample.times  # [B], [B]
     num_actions = replay.policies.shape[-1]
-    k_times = times[:, None] + jnp.arange(unroll + 1)  # [B, K+1]
-
-    def observations(at_times):  # [B, K+1] -> [B, K+1, *obs_shape]
-        stacks = replay_lib.gather_stacks(replay, rows[:, None], at_times, stack=stack)
-        return replay_lib.merge_stack(stacks, is_image=is_image)
 
     ends = replay_lib.window(replay.ends, rows, times, unroll + td)  # [B, K+td]
     alive = jnp.cumprod(
@@ -74,22 +69,28 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     age = (replay.written - 1 - times) * replay.num_envs  # [B] transitions
     horizon = td_horizon(age, td_steps=td, total_updates=cfg.total_updates,
                          correct=t.offpolicy_correction)
-    obs = observations(k_times)  # [B, K+1, *obs_shape]
-    boot_obs = observations(k_times + horizon[:, None])
-    flat = lambda x: x.reshape(-1, *x.shape[2:])
-    bootstrap = initial_inference(graphdef, target_params, flat(boot_obs)).value
-    values = nstep_values(rewards, alive, bootstrap.reshape(times.shape[0], unroll + 1),
-                          horizon, unroll=unroll, td_steps=td, discount=t.discount)
+    # The search roots (steps 0..K) and the bootstraps (steps k + horizon) all lie in
+    # steps 0..K+td: one representation pass over those serves both.
+    steps = times[:, None] + jnp.arange(unroll + td + 1)  # [B, K+td+1]
+    stacks = replay_lib.gather_stacks(replay, rows[:, None], steps, stack=stack)
+    obs = replay_lib.merge_stack(stacks, is_image=is_image)  # [B, K+td+1, *obs_shape]
+    batch_size, span = steps.shape
+    out = initial_inference(graphdef, target_params, obs.reshape(-1, *obs.shape[2:]))
+    out = jax.tree.map(lambda x: x.reshape(batch_size, span, *x.shape[1:]), out)
+    ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
+    bootstrap = jnp.take_along_axis(out.value, ahead, axis=1)
+    values = nstep_values(rewards, alive, bootstrap, horizon, unroll=unroll, td_steps=td,
+                          discount=t.discount)
     if t.value_target == "mixed":
         stored = replay_lib.window(replay.values, rows, times, unroll + 1)
         values = jnp.where((age > t.mixed_value_age)[:, None], stored * alive[:, : unroll + 1],
                            values)
 
     search_rng, choose_rng = jax.random.split(rng)
-    root = search.model_root(graphdef, target_params, flat(obs))
-    fresh = search.plan(target_params, search_rng, root, recurrent_fn,
+    roots = jax.tree.map(lambda x: x[:, : unroll + 1].reshape(-1, *x.shape[2:]), out)
+    fresh = search.plan(target_params, search_rng, search.root_from_output(roots), recurrent_fn,
                         **plan_kwargs(cfg.search, greedy=False)).action_weights
-    fresh = fresh.reshape(times.shape[0], unroll + 1, num_actions)
+    fresh = fresh.reshape(batch_size, unroll + 1, num_actions)
     stored = replay_lib.window(replay.policies, rows, times, unroll + 1)  # [B, K+1, A]
     reanalysed = jax.random.uniform(choose_rng, times.shape) < t.reanalyze_fraction
     policies = jnp.where(reanalysed[:, None, None], fresh, stored)
@@ -97,7 +98,7 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     policies = jnp.where(mask[..., None] > 0, policies, 1.0 / num_actions)
 
     return Batch(
-        observations=obs,
+        observations=obs[:, : unroll + 1],
         actions=replay_lib.window(replay.actions, rows, times, unroll),
         target_rewards=rewards[:, :unroll] * alive[:, :unroll],
         target_values=values,

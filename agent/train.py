@@ -216,64 +216,68 @@ def train(cfg: Config) -> dict:
                disable=not cfg.log.progress, dynamic_ncols=True, desc=spec.name)
     beta0 = cfg.replay.priority_beta
 
-    while counters["env_steps"] < cfg.train.env_steps:
-        act_rng, next_rng = jax.random.split(state.rng)
-        state = state.replace(rng=next_rng)
-        obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
-        plan = act(state.params, act_rng, obs, temperature(cfg, counters["env_steps"]))
-        actions = np.asarray(plan.action)
-        step = env.step(actions)
-        ended = step.terminated | step.truncated
-        ends = step.train_terminal | ended
-        replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                     ends=ends, starts=starts, policies=plan.action_weights,
-                     values=plan.root_value)
-        starts = ends
-        stack.push(step.obs[:, -1], starts)
-        previous_steps = counters["env_steps"]
-        counters["env_steps"] += cfg.env.num_envs
-        counters["episodes"] += int(ended.sum())
-        window.returns += step.episode_return[ended].tolist()
-        window.lengths += step.episode_length[ended].tolist()
-        bar.update(cfg.env.num_envs)
+    # Checkpoints are written in the background; closing the checkpointer waits for the
+    # last one, also when the loop fails (the final one overlaps the final evaluation).
+    try:
+        while counters["env_steps"] < cfg.train.env_steps:
+            act_rng, next_rng = jax.random.split(state.rng)
+            state = state.replace(rng=next_rng)
+            obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+            plan = act(state.params, act_rng, obs, temperature(cfg, counters["env_steps"]))
+            actions = np.asarray(plan.action)
+            step = env.step(actions)
+            ended = step.terminated | step.truncated
+            ends = step.train_terminal | ended
+            replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
+                         ends=ends, starts=starts, policies=plan.action_weights,
+                         values=plan.root_value)
+            starts = ends
+            stack.push(step.obs[:, -1], starts)
+            previous_steps = counters["env_steps"]
+            counters["env_steps"] += cfg.env.num_envs
+            counters["episodes"] += int(ended.sum())
+            window.returns += step.episode_return[ended].tolist()
+            window.lengths += step.episode_length[ended].tolist()
+            bar.update(cfg.env.num_envs)
 
-        while counters["updates"] < updates_due(cfg, counters["env_steps"]):
-            beta = beta0 + (1 - beta0) * counters["updates"] / max(1, cfg.total_updates)
-            state, replay, metrics = update(state, replay, jnp.float32(beta))
-            counters["updates"] += 1
-            window.metrics.append(metrics)
-            if counters["updates"] % cfg.train.target_update_interval == 0:
-                state = state.replace(target_params=_copy(state.params))
+            while counters["updates"] < updates_due(cfg, counters["env_steps"]):
+                beta = beta0 + (1 - beta0) * counters["updates"] / max(1, cfg.total_updates)
+                state, replay, metrics = update(state, replay, jnp.float32(beta))
+                counters["updates"] += 1
+                window.metrics.append(metrics)
+                if counters["updates"] % cfg.train.target_update_interval == 0:
+                    state = state.replace(target_params=_copy(state.params))
 
-        def crossed(interval: int, before=previous_steps, now=counters["env_steps"]) -> bool:
-            return before // interval != now // interval
+            def crossed(interval: int, before=previous_steps, now=counters["env_steps"]) -> bool:
+                return before // interval != now // interval
 
-        done = counters["env_steps"] >= cfg.train.env_steps
-        if crossed(cfg.log.log_interval) or done:
-            record = _summarise(window, counters, checkpointer)
-            if cfg.log.eval_interval and crossed(cfg.log.eval_interval) and not done:
-                record |= _periodic_evaluation(cfg, graphdef, state.params, env_kwargs,
-                                               seed=counters["env_steps"])
-            log.write(record)
-            if record.get("episode_return") is not None:
-                bar.set_postfix(ret=f"{record['episode_return']:.1f}", sps=f"{record['sps']:.0f}",
-                                ups=f"{record['ups']:.1f}")
-            window = _Window(start_env_steps=counters["env_steps"],
-                             start_updates=counters["updates"])
-        if counters["updates"] - last_saved >= cfg.log.checkpoint_interval or done:
-            _check_finite(window, checkpointer)
-            # For the record (and tests): transitions ever stored, equal to env_steps.
-            checkpointer.save(counters["env_steps"], state=state, replay=replay,
-                              counters=counters | {"replay_written": int(replay.written)
-                                                   * cfg.env.num_envs})
-            last_saved = counters["updates"]
+            done = counters["env_steps"] >= cfg.train.env_steps
+            if crossed(cfg.log.log_interval) or done:
+                record = _summarise(window, counters, checkpointer)
+                if cfg.log.eval_interval and crossed(cfg.log.eval_interval) and not done:
+                    record |= _periodic_evaluation(cfg, graphdef, state.params, env_kwargs,
+                                                   seed=counters["env_steps"])
+                log.write(record)
+                if record.get("episode_return") is not None:
+                    bar.set_postfix(ret=f"{record['episode_return']:.1f}",
+                                    sps=f"{record['sps']:.0f}", ups=f"{record['ups']:.1f}")
+                window = _Window(start_env_steps=counters["env_steps"],
+                                 start_updates=counters["updates"])
+            if counters["updates"] - last_saved >= cfg.log.checkpoint_interval or done:
+                _check_finite(window, checkpointer)
+                # For the record (and tests): transitions ever stored, equal to env_steps.
+                checkpointer.save(counters["env_steps"], state=state, replay=replay,
+                                  counters=counters | {"replay_written": int(replay.written)
+                                                       * cfg.env.num_envs})
+                last_saved = counters["updates"]
 
-    bar.close()
-    env.close()
-    log.close()
-    checkpointer.close()
-    returns = _evaluate(cfg, graphdef, state.params, env_kwargs,
-                        episodes=cfg.log.eval_episodes, seed=1_000)
+        bar.close()
+        env.close()
+        log.close()
+        returns = _evaluate(cfg, graphdef, state.params, env_kwargs,
+                            episodes=cfg.log.eval_episodes, seed=1_000)
+    finally:
+        checkpointer.close()
     result = evaluate_lib.write_eval(run_dir, cfg.env.name, counters["env_steps"], returns)
     print(evaluate_lib.summary_line(result))
     return result

@@ -133,7 +133,7 @@ def run_acting(cfg, env, spec, clock, act, add, params, replay, *, steps: int):
         for _ in range(steps):
             act_rng, rng = jax.random.split(rng)
             with clock.span("acting search"):  # obs is a numpy array: its upload is in here
-                plan = jax.block_until_ready(act(params, act_rng, obs))
+                plan = jax.block_until_ready(act(params, act_rng, obs, temperature(cfg, 0)))
             with clock.span("host<->device copies"):
                 actions = np.asarray(plan.action)
             with clock.span("env stepping"):
@@ -243,8 +243,7 @@ def main():
     spec = env.spec
     clock = Clock()
     act = clock.compiled(
-        "act", make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False),
-        temperature=temperature(cfg, 0))
+        "act", make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False))
     add = clock.compiled("replay add", jax.jit(replay_lib.add, donate_argnums=0))
     update = clock.compiled("update", make_update(cfg, graphdef, optimizer, spec))
     split = make_split_update(cfg, graphdef, optimizer, spec, clock)
@@ -288,9 +287,7 @@ def main():
     rows.append(("checkpoint save (amortised)", checkpoint_s, full_checkpoints, "checkpoints"))
     projected_s = sum(each * count for _, each, count, _ in rows)
     compile_s = clock.compile_s
-    # `act` takes the temperature as a static argument: one compile per schedule value.
-    run_compile_s = (compile_s["act"] * len(set(cfg.train.temperatures))
-                     + compile_s["replay add"] + compile_s["update"])
+    run_compile_s = compile_s["act"] + compile_s["replay add"] + compile_s["update"]
     env_sps = 1 / act_step_s * num_envs
     ups = 1 / update_s
 

@@ -1,6 +1,6 @@
 """Tree search over the learned model (an mctx adapter)."""
 
-from search.planner import PlanOutput, model_recurrent_fn, model_root, plan
+from search.planner import PlanOutput, model_recurrent_fn, model_root, plan, root_from_output
 from search.qtransforms import qtransform_by_tree_min_max
 
 __all__ = [
@@ -8,5 +8,6 @@ __all__ = [
     "model_recurrent_fn",
     "model_root",
     "plan",
+    "root_from_output",
     "qtransform_by_tree_min_max",
 ]

@@ -36,7 +36,11 @@ def model_root(graphdef: Any, params: Any, obs: chex.Array) -> mctx.RootFnOutput
     prefix, step counter), so each tree node carries what the next
     `recurrent_inference` needs.
     """
-    out = world_model.initial_inference(graphdef, params, obs)
+    return root_from_output(world_model.initial_inference(graphdef, params, obs))
+
+
+def root_from_output(out: world_model.ModelOutput) -> mctx.RootFnOutput:
+    """The search root of an `initial_inference` output already at hand (leaves `[B, ...]`)."""
     return mctx.RootFnOutput(prior_logits=out.policy_logits, value=out.value, embedding=out.state)
 
 

@@ -1,8 +1,17 @@
+import dataclasses
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agent.reanalyze import nstep_values, td_horizon
+import search
+from agent import config as config_lib
+from agent import replay as replay_lib
+from agent.acting import plan_kwargs
+from agent.reanalyze import make_batch, nstep_values, td_horizon
+from world_model import initial_inference, make_model
 
 
 def test_nstep_values_match_hand_computed_returns():
@@ -46,3 +55,55 @@ def test_td_horizon_shrinks_with_age(age, expected):
     assert (
         int(td_horizon(jnp.array([age]), td_steps=5, total_updates=100_000, correct=False)[0]) == 5
     )
+
+
+def test_make_batch_targets_match_a_direct_computation_per_sample():
+    """Pins make_batch (one representation pass for roots and bootstraps) to the
+    definitions: n-step returns over the real rewards plus the target network's value of
+    the stacked observation `horizon` steps ahead, and the search's policy at each root."""
+    cfg = config_lib.preset("smoke")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False))
+    unroll, td, stack, num_envs, steps = 5, 5, 2, 2, 40
+    graphdef, params = make_model(cfg.model, (10, 10, stack), 3, seed=0)
+    replay = replay_lib.init(num_envs=num_envs, capacity=200, frame_shape=(10, 10, 1),
+                             frame_dtype=jnp.uint8, num_actions=3)
+    frames = np.random.default_rng(0).integers(0, 256, (steps, num_envs, 10, 10, 1), np.uint8)
+    rewards = np.arange(steps * num_envs, dtype=np.float32).reshape(steps, num_envs) % 3 - 1
+    for t in range(steps):  # one segment per env: every step is alive
+        replay = replay_lib.add(replay, frames=frames[t], actions=np.full(num_envs, t % 3),
+                                rewards=rewards[t], ends=np.zeros(num_envs, bool),
+                                starts=np.full(num_envs, t == 0),
+                                policies=np.full((num_envs, 3), 1 / 3), values=np.zeros(num_envs))
+    rows, times = jnp.array([0, 1, 1, 0]), jnp.array([0, 3, 20, 29])
+    sample = replay_lib.Sample(rows=rows, times=times, weights=jnp.ones(4))
+    recurrent_fn = search.model_recurrent_fn(graphdef, discount=0.9)
+    rng = jax.random.key(7)
+    batch = jax.jit(functools.partial(make_batch, cfg, graphdef, stack=stack, is_image=True,
+                                      recurrent_fn=recurrent_fn))(params, replay, sample, rng)
+
+    def observation(row, time):  # [stack, 10, 10, 1] -> [10, 10, stack]
+        stacked = replay_lib.gather_stacks(replay, jnp.array([row]), jnp.array([time]),
+                                           stack=stack)
+        return replay_lib.merge_stack(stacked, is_image=True)[0]
+
+    ages = (steps - 1 - times) * num_envs
+    horizons = td_horizon(ages, td_steps=td, total_updates=cfg.total_updates, correct=True)
+    assert sorted(set(np.asarray(horizons).tolist())) == [3, 4, 5]  # old data: shorter
+    roots, expected = [], np.zeros((4, unroll + 1))
+    columns = zip(rows.tolist(), times.tolist(), horizons.tolist(), strict=True)
+    for b, (row, time, h) in enumerate(columns):
+        for k in range(unroll + 1):
+            roots.append(observation(row, time + k))
+            ahead = initial_inference(graphdef, params, observation(row, time + k + h)[None])
+            expected[b, k] = sum(0.9**i * rewards[time + k + i, row] for i in range(h))
+            expected[b, k] += 0.9**h * float(ahead.value[0])
+    roots = jnp.stack(roots)
+    np.testing.assert_array_equal(np.asarray(batch.observations).reshape(roots.shape), roots)
+    np.testing.assert_allclose(np.asarray(batch.target_values), expected, rtol=1e-5, atol=1e-5)
+
+    search_rng = jax.random.split(rng)[0]
+    policy = search.plan(params, search_rng, search.model_root(graphdef, params, roots),
+                         recurrent_fn, **plan_kwargs(cfg.search, greedy=False)).action_weights
+    np.testing.assert_allclose(np.asarray(batch.target_policies).reshape(policy.shape),
+                               np.asarray(policy), atol=1e-5)
