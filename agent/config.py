@@ -104,6 +104,10 @@ class TrainConfig:
     """Clip learning targets' rewards to [-1, 1] (scores stay raw)."""
     target_update_interval: int = 200
     """Updates between target-network refreshes."""
+    updates_per_call: int = 1
+    """Updates in one jitted call: their batches are sampled together (priorities as at
+    the call's start) and reanalysed in one search over all their roots, which takes 1/M
+    of the sequential search steps; then the gradient steps run in turn."""
     reanalyze_fraction: float = 0.99
     """Fraction of the batch whose policy targets are recomputed by search."""
     value_target: Literal["nstep", "mixed"] = "nstep"
@@ -249,6 +253,14 @@ def validate(cfg: Config) -> None:
         (len(t.temperatures) > 0 and all(x >= 0 for x in t.temperatures),
          "--train.temperatures must be one or more values >= 0"),
         (t.target_update_interval > 0, "--train.target-update-interval must be > 0"),
+        (t.updates_per_call > 0,
+         f"--train.updates-per-call must be > 0 (got {t.updates_per_call})"),
+        (t.target_update_interval % max(1, t.updates_per_call) == 0,
+         f"--train.target-update-interval ({t.target_update_interval}) must be a multiple of "
+         f"--train.updates-per-call ({t.updates_per_call})"),
+        (cfg.total_updates % max(1, t.updates_per_call) == 0,
+         f"replay-ratio x env-steps = {cfg.total_updates} updates must be a multiple of "
+         f"--train.updates-per-call ({t.updates_per_call})"),
         (e.num_envs > 0, f"--env.num-envs must be > 0 (got {e.num_envs})"),
         (e.frame_stack > 0, f"--env.frame-stack must be > 0 (got {e.frame_stack})"),
         (e.image_size >= 8, f"--env.image-size must be >= 8 (got {e.image_size})"),

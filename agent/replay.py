@@ -173,12 +173,11 @@ def window(buffer: jax.Array, rows, times, size: int) -> jax.Array:
     return buffer[rows[:, None], steps % buffer.shape[1]]
 
 
-def update_priorities(replay: Replay, sample: Sample, priorities) -> Replay:
-    columns = sample.times % replay.length
-    return replay.replace(
-        priorities=replay.priorities.at[sample.rows, columns].set(priorities),
-        max_priority=jnp.maximum(replay.max_priority, jnp.max(priorities)),
-    )
+def set_priorities(table, max_priority, sample: Sample, priorities):
+    """The priority table [N, L] and its running max with the sample's steps set."""
+    columns = sample.times % table.shape[1]
+    return (table.at[sample.rows, columns].set(priorities),
+            jnp.maximum(max_priority, jnp.max(priorities)))
 
 
 class FrameStack:

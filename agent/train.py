@@ -100,24 +100,64 @@ def gradient_step(graphdef, optimizer, loss_cfg, params, opt_state, batch):
     return optax.apply_updates(params, updates), opt_state, metrics, priorities
 
 
-def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
-    """update(state, replay, beta) -> (state, replay, metrics), one jitted gradient step."""
-    recurrent_fn = search.model_recurrent_fn(graphdef, discount=cfg.train.discount)
-    lookahead = cfg.train.unroll_steps + cfg.train.td_steps
+def draw_samples(cfg: Config, replay: replay_lib.Replay, rng, betas) -> replay_lib.Sample:
+    """One prioritised sample per update of a call: leaves [M, B] for betas [M]."""
+    t = cfg.train
 
-    def update(state: TrainState, replay: replay_lib.Replay, beta):
+    def draw(key, beta):
+        return replay_lib.sample(replay, key, batch_size=t.batch_size,
+                                 lookahead=t.unroll_steps + t.td_steps,
+                                 alpha=cfg.replay.priority_alpha, beta=beta)
+
+    return jax.vmap(draw)(jax.random.split(rng, betas.shape[0]), betas)
+
+
+def gradient_steps(graphdef, optimizer, loss_cfg, params, opt_state,
+                   replay: replay_lib.Replay, batches, samples):
+    """The M gradient steps of a call in turn, each writing back its batch's priorities.
+
+    batches, samples: leaves [M, B, ...]. Returns (params, opt_state, replay, metrics [M]).
+    """
+    def step(carry, inputs):
+        params, opt_state, table, max_priority = carry
+        batch, sample = inputs
+        params, opt_state, metrics, priorities = gradient_step(
+            graphdef, optimizer, loss_cfg, params, opt_state, batch)
+        table, max_priority = replay_lib.set_priorities(table, max_priority, sample,
+                                                        priorities)
+        return (params, opt_state, table, max_priority), metrics
+
+    # Only the priorities go through the loop, not the whole replay.
+    carry = (params, opt_state, replay.priorities, replay.max_priority)
+    (params, opt_state, table, max_priority), metrics = jax.lax.scan(
+        step, carry, (batches, samples))
+    return (params, opt_state, replay.replace(priorities=table, max_priority=max_priority),
+            metrics)
+
+
+def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
+    """update(state, replay, betas [M]) -> (state, replay, metrics [M]): M =
+    `updates_per_call` gradient steps in one jitted call.
+
+    The M batches are sampled from the priorities at the call's start and reanalysed
+    together: one search over M times the roots does the same model calls as M searches
+    in 1/M of the sequential simulation steps, and the target network is the same for all
+    (`target_update_interval` is a multiple of M).
+    """
+    recurrent_fn = search.model_recurrent_fn(graphdef, discount=cfg.train.discount)
+
+    def update(state: TrainState, replay: replay_lib.Replay, betas):
         rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
-        sample = replay_lib.sample(replay, sample_rng, batch_size=cfg.train.batch_size,
-                                   lookahead=lookahead, alpha=cfg.replay.priority_alpha,
-                                   beta=beta)
-        batch = make_batch(cfg, graphdef, state.target_params, replay, sample, reanalyse_rng,
-                           stack=spec.stack, is_image=spec.is_image,
-                           recurrent_fn=recurrent_fn)
+        samples = draw_samples(cfg, replay, sample_rng, betas)
+        flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [M * B]
+        batch = make_batch(cfg, graphdef, state.target_params, replay, flat, reanalyse_rng,
+                           stack=spec.stack, is_image=spec.is_image, recurrent_fn=recurrent_fn)
         if cfg.train.augment and spec.is_image:
             batch = batch.replace(observations=augment(augment_rng, batch.observations))
-        params, opt_state, metrics, priorities = gradient_step(
-            graphdef, optimizer, cfg.loss, state.params, state.opt_state, batch)
-        replay = replay_lib.update_priorities(replay, sample, priorities)
+        batches = jax.tree.map(lambda x: x.reshape(betas.shape[0], -1, *x.shape[1:]), batch)
+        params, opt_state, replay, metrics = gradient_steps(
+            graphdef, optimizer, cfg.loss, state.params, state.opt_state, replay, batches,
+            samples)
         return state.replace(params=params, opt_state=opt_state, rng=rng), replay, metrics
 
     return jax.jit(update, donate_argnums=(0, 1))
@@ -214,7 +254,7 @@ def train(cfg: Config) -> dict:
     last_saved = counters["updates"]
     bar = tqdm(total=cfg.train.env_steps, initial=counters["env_steps"], unit="step",
                disable=not cfg.log.progress, dynamic_ncols=True, desc=spec.name)
-    beta0 = cfg.replay.priority_beta
+    beta0, per_call = cfg.replay.priority_beta, cfg.train.updates_per_call
 
     # Checkpoints are written in the background; closing the checkpointer waits for the
     # last one, also when the loop fails (the final one overlaps the final evaluation).
@@ -240,10 +280,11 @@ def train(cfg: Config) -> dict:
             window.lengths += step.episode_length[ended].tolist()
             bar.update(cfg.env.num_envs)
 
-            while counters["updates"] < updates_due(cfg, counters["env_steps"]):
-                beta = beta0 + (1 - beta0) * counters["updates"] / max(1, cfg.total_updates)
-                state, replay, metrics = update(state, replay, jnp.float32(beta))
-                counters["updates"] += 1
+            while counters["updates"] + per_call <= updates_due(cfg, counters["env_steps"]):
+                done_then = counters["updates"] + np.arange(per_call)
+                betas = beta0 + (1 - beta0) * done_then / max(1, cfg.total_updates)
+                state, replay, metrics = update(state, replay, jnp.asarray(betas, jnp.float32))
+                counters["updates"] += per_call
                 window.metrics.append(metrics)
                 if counters["updates"] % cfg.train.target_update_interval == 0:
                     state = state.replace(target_params=_copy(state.params))
@@ -306,7 +347,7 @@ def _check_finite(window: _Window, checkpointer) -> dict:
     anything is saved, if one of them is NaN/inf."""
     if not window.metrics:
         return {}
-    stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *window.metrics))
+    stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.concatenate(xs), *window.metrics))
     for key, values in stacked.items():
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:

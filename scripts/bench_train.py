@@ -8,13 +8,14 @@ Builds exactly what `agent.train.train` builds (env, model, optimiser, replay, t
 
 1. acting: `--env-steps` agent steps (all envs together) of act -> env step -> replay add,
    as in the training loop; these real steps are also what fills the replay;
-2. the fused `make_update` step, `--updates` times: this gives updates/s;
-3. taking turns with 2., the same update split into its parts (replay sample,
-   reanalysis, augmentation, loss + grad + optax, priority update), each jitted on its
-   own and timed to completion, so that the sum of the parts can be set against the
-   fused step;
-4. one orbax checkpoint of the state and the whole replay, amortised over the preset's
-   checkpoint interval.
+2. the fused `make_update` step, `--updates` calls of `train.updates_per_call` updates:
+   this gives updates/s;
+3. taking turns with 2., the same call split into its parts (replay samples,
+   reanalysis, augmentation, the gradient steps with their priority write-back), each
+   jitted on its own and timed to completion, so that the sum of the parts can be set
+   against the fused step;
+4. one orbax checkpoint of the state and the whole replay (the part that holds up the
+   loop; the write goes on in the background), amortised over the checkpoint interval.
 
 Every jitted function is compiled ahead of its first call; that time is reported apart
 and left out of the rates (the first execution after it is timed). The projection of a
@@ -46,9 +47,9 @@ from agent import config as config_lib
 from agent import replay as replay_lib
 from agent.acting import make_act
 from agent.reanalyze import make_batch
-from agent.train import augment, build, gradient_step, make_update, temperature
+from agent.train import augment, build, draw_samples, gradient_steps, make_update, temperature
 
-# Acting steps (every env steps once) and updates per preset when not given: enough to
+# Acting steps (every env steps once) and update calls per preset when not given: enough to
 # average over, small enough to finish in minutes on a 2-core CPU (one atari100k update at
 # batch 256 takes one to two minutes there, so it gets one of each kind).
 DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 1)}
@@ -101,8 +102,11 @@ def parse_args():
     parser.add_argument("--env-steps", type=int,
                         help="agent steps to time, all envs together (default: a few dozen "
                              "acting steps per env, by preset)")
-    parser.add_argument("--updates", type=int, help="fused updates to time, and as many "
-                                                    "split updates (default: by preset)")
+    parser.add_argument("--updates", type=int,
+                        help="fused update calls to time (each of --updates-per-call "
+                             "updates), and as many split ones (default: by preset)")
+    parser.add_argument("--updates-per-call", type=int,
+                        help="override the preset's train.updates_per_call")
     parser.add_argument("--batch-size", type=int,
                         help="override the preset's batch size (to fit a slow machine)")
     parser.add_argument("--seed", type=int, default=0)
@@ -117,6 +121,9 @@ def make_config(args) -> config_lib.Config:
     if args.batch_size:
         cfg = dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, batch_size=args.batch_size))
+    if args.updates_per_call:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, updates_per_call=args.updates_per_call))
     cfg = dataclasses.replace(cfg, seed=args.seed)
     config_lib.validate(cfg)
     return cfg
@@ -156,46 +163,42 @@ def run_acting(cfg, env, spec, clock, act, add, params, replay, *, steps: int):
 
 
 def make_split_update(cfg, graphdef, optimizer, spec, clock):
-    """The fused update's parts, each jitted alone: split(state, replay, beta)."""
+    """The fused update's parts, each jitted alone: split(state, replay, betas)."""
     t = cfg.train
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=t.discount)
-    sample = clock.compiled("sample", jax.jit(functools.partial(
-        replay_lib.sample, batch_size=t.batch_size, lookahead=t.unroll_steps + t.td_steps,
-        alpha=cfg.replay.priority_alpha)))
+    draw = clock.compiled("draw_samples", jax.jit(functools.partial(draw_samples, cfg)))
     reanalyse = clock.compiled("make_batch", jax.jit(functools.partial(
         make_batch, cfg, graphdef, stack=spec.stack, is_image=spec.is_image,
         recurrent_fn=recurrent_fn)))
     shift = clock.compiled("augment", jax.jit(augment))
-    # Donated like the fused step's replay: otherwise XLA would copy the whole buffer.
-    set_priorities = clock.compiled(
-        "update_priorities", jax.jit(replay_lib.update_priorities, donate_argnums=0))
+    # The replay donated as in the fused step: otherwise XLA would copy the whole buffer.
+    learn = clock.compiled("gradient_steps", jax.jit(functools.partial(
+        gradient_steps, graphdef, optimizer, cfg.loss), donate_argnums=2))
 
-    learn = clock.compiled("loss + grad + optax", jax.jit(functools.partial(
-        gradient_step, graphdef, optimizer, cfg.loss)))
-
-    def split(state, replay, beta):
+    def split(state, replay, betas):
         rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
         with clock.span("replay sampling"):
-            drawn = jax.block_until_ready(sample(replay, sample_rng, beta=beta))
+            samples = jax.block_until_ready(draw(replay, sample_rng, betas))
         with clock.span("reanalysis"):
+            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)
             batch = jax.block_until_ready(
-                reanalyse(state.target_params, replay, drawn, reanalyse_rng))
+                reanalyse(state.target_params, replay, flat, reanalyse_rng))
         if t.augment and spec.is_image:
             with clock.span("augmentation"):
                 batch = batch.replace(observations=jax.block_until_ready(
                     shift(augment_rng, batch.observations)))
         with clock.span("gradient update"):
-            params, opt_state, _, priorities = jax.block_until_ready(
-                learn(state.params, state.opt_state, batch))
-        with clock.span("replay sampling"):  # the priority write-back of the sample
-            replay = jax.block_until_ready(set_priorities(replay, drawn, priorities))
+            batches = jax.tree.map(lambda x: x.reshape(len(betas), -1, *x.shape[1:]), batch)
+            params, opt_state, replay, _ = jax.block_until_ready(
+                learn(state.params, state.opt_state, replay, batches, samples))
         return state.replace(params=params, opt_state=opt_state, rng=rng), replay
 
     return split
 
 
 def time_checkpoint(state, replay, counters: dict) -> tuple[float, int]:
-    """Seconds of one Checkpointer.save into a temp dir, and the bytes it wrote."""
+    """Seconds one Checkpointer.save into a temp dir holds the caller up, and the bytes it
+    wrote (in the background, waited for after the timing)."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpointer = checkpoint_lib.Checkpointer(Path(tmp))
         start = time.perf_counter()
@@ -221,7 +224,9 @@ def main():
     default_steps, default_updates = DEFAULT_WORK[cfg.preset]
     num_envs = cfg.env.num_envs
     acting_steps = math.ceil((args.env_steps or default_steps * num_envs) / num_envs)
-    num_updates = args.updates or default_updates
+    num_calls = args.updates or default_updates
+    per_call = cfg.train.updates_per_call
+    num_updates = num_calls * per_call
     lookahead = cfg.train.unroll_steps + cfg.train.td_steps
     if acting_steps < lookahead + 1:
         raise SystemExit(f"--env-steps must give at least {lookahead + 1} steps per env "
@@ -233,7 +238,8 @@ def main():
     print(f"jax {jax.__version__}, backend {jax.default_backend()}: {device}, "
           f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} at start")
     print(f"preset {cfg.preset}, env {cfg.env.name}, {num_envs} envs, batch "
-          f"{cfg.train.batch_size}, search {cfg.search.kind} x {cfg.search.num_simulations}")
+          f"{cfg.train.batch_size}, search {cfg.search.kind} x {cfg.search.num_simulations}, "
+          f"{cfg.train.updates_per_call} update(s) per call")
     preset_batch = config_lib.preset(cfg.preset).train.batch_size
     if cfg.train.batch_size != preset_batch:
         print(f"NOTE: batch size {cfg.train.batch_size} instead of the preset's {preset_batch}: "
@@ -247,18 +253,19 @@ def main():
     add = clock.compiled("replay add", jax.jit(replay_lib.add, donate_argnums=0))
     update = clock.compiled("update", make_update(cfg, graphdef, optimizer, spec))
     split = make_split_update(cfg, graphdef, optimizer, spec, clock)
-    beta = jnp.float32(cfg.replay.priority_beta)
+    betas = jnp.full(per_call, cfg.replay.priority_beta, jnp.float32)
 
     print(f"acting: {acting_steps} steps x {num_envs} envs ...", flush=True)
     replay = run_acting(cfg, env, spec, clock, act, add, state.params, replay,
                         steps=acting_steps)
     env.close()
-    print(f"{num_updates} fused and {num_updates} split update(s) ...", flush=True)
+    print(f"{num_calls} fused and {num_calls} split call(s) of {per_call} update(s) ...",
+          flush=True)
     # Taking turns, so that a change in the machine's load hits both alike.
-    for _ in range(num_updates):
+    for _ in range(num_calls):
         with clock.span("fused updates"):
-            state, replay, _ = jax.block_until_ready(update(state, replay, beta))
-        state, replay = split(state, replay, beta)
+            state, replay, _ = jax.block_until_ready(update(state, replay, betas))
+        state, replay = split(state, replay, betas)
     print("checkpoint ...", flush=True)
     replay_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(replay))
     checkpoint_s, checkpoint_bytes = time_checkpoint(state, replay, dict(

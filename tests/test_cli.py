@@ -47,6 +47,10 @@ def test_shortcuts_and_overrides_reach_the_config():
         (["--preset", "smok"], "did you mean 'smoke'"),
         (["--preset", "smoke", "--train.batch-size", "5000"], "larger than --replay.capacity"),
         (["--search.num-simulations", "0"], "--search.num-simulations must be > 0"),
+        (["--preset", "smoke", "--train.updates-per-call", "3"],
+         "--train.target-update-interval (20) must be a multiple of --train.updates-per-call"),
+        (["--preset", "smoke", "--train.updates-per-call", "0"],
+         "--train.updates-per-call must be > 0"),
     ],
 )
 def test_bad_values_fail_with_one_line(args, fragment, capsys):

@@ -70,7 +70,9 @@ def test_sample_only_roots_with_lookahead_written():
 def test_priorities_steer_sampling_and_new_steps_get_the_max():
     replay = _filled(num_envs=1, capacity=10, steps=10)
     hot = replay_lib.Sample(rows=jnp.array([0]), times=jnp.array([2]), weights=jnp.ones(1))
-    replay = replay_lib.update_priorities(replay, hot, jnp.array([1000.0]))
+    table, max_priority = replay_lib.set_priorities(replay.priorities, replay.max_priority,
+                                                    hot, jnp.array([1000.0]))
+    replay = replay.replace(priorities=table, max_priority=max_priority)
     sample = _sample(replay, jax.random.key(1), batch_size=200, lookahead=3, alpha=1.0, beta=1.0)
     assert np.mean(np.asarray(sample.times) == 2) > 0.9
     # The rare draws carry the larger importance weights.
