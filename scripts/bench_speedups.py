@@ -15,7 +15,9 @@ in this process on the same inputs, taking turns where they are timed repeatedly
 3. checkpoints (`agent/checkpoint.py: Checkpointer`): the background save against the
    blocking one, with the replay full of real frames, followed by `--updates` fused
    updates as in the training loop: how long the loop is held up;
-4. updates per call (`agent/train.py: make_update`, `--train.updates-per-call`): M
+4. the loss's unroll (`world_model/losses.py: compute_loss`): the K model steps unrolled
+   against a `lax.scan` loop, timed as loss + gradient on a reanalysed batch;
+5. updates per call (`agent/train.py: make_update`, `--train.updates-per-call`): M
    updates in one call, their batches reanalysed in one search, against M calls of one
    update each (both from the working tree: M = 1 is the loop as it was).
 
@@ -43,14 +45,20 @@ from agent import acting, reanalyze
 from agent import checkpoint as checkpoint_lib
 from agent import config as config_lib
 from agent import replay as replay_lib
-from agent.train import build, make_update, temperature
+from agent.train import augment, build, make_update, temperature
+from world_model import losses
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "7d3080f"  # the last commit before these speed-ups
 
-# (reanalysis repeats, updates after a checkpoint) per preset when not given: a 2-core
-# CPU does one atari100k update at batch 32 in ~12 s.
-DEFAULT_WORK = {"smoke": (10, 10), "quickstart": (10, 10), "atari100k": (2, 2)}
+# Work per preset when not given: `repeats` of each timed reanalysis and checkpoint,
+# `updates` after each checkpoint, `call_repeats` of the updates-per-call comparison. A
+# 2-core CPU does one atari100k update at batch 32 in ~4 s and M of them for each repeat.
+DEFAULT_WORK = {
+    "smoke": dict(repeats=10, updates=10, call_repeats=5),
+    "quickstart": dict(repeats=10, updates=10, call_repeats=5),
+    "atari100k": dict(repeats=4, updates=2, call_repeats=1),
+}
 
 
 def module_at(revision: str, path: str):
@@ -70,8 +78,11 @@ def parse_args():
     parser.add_argument("--preset", choices=list(config_lib.PRESETS), default="quickstart")
     parser.add_argument("--env", help="env name (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    parser.add_argument("--repeats", type=int, help="timed reanalysis calls of each kind")
+    parser.add_argument("--repeats", type=int,
+                        help="timed reanalysis calls and checkpoints of each kind")
     parser.add_argument("--updates", type=int, help="fused updates after each checkpoint")
+    parser.add_argument("--call-repeats", type=int,
+                        help="repeats of the updates-per-call comparison")
     parser.add_argument("--updates-per-call", type=int, default=4,
                         help="M to set against one update per call (default: 4)")
     parser.add_argument("--before", default=BEFORE, help="git revision of the baseline")
@@ -159,8 +170,28 @@ def bench_reanalysis(cfg, graphdef, state, replay, spec, old, *, repeats: int) -
             seconds[kind] += timed(compiled[kind], *args)
     print(f"reanalysis (make_batch, batch {t.batch_size}, {repeats} calls each): same "
           f"observations {same_obs}, largest value-target difference {gap:.2e}")
-    return [compare("make_batch", seconds["before"] / repeats, seconds["after"] / repeats, "s"),
+    rows = [compare("make_batch", seconds["before"] / repeats, seconds["after"] / repeats, "s"),
             compare("make_batch compile", compile_s["before"], compile_s["after"], "s")]
+    return rows, batches["after"]
+
+
+def bench_loss_unroll(cfg, graphdef, params, batch, old, *, repeats: int) -> list[dict]:
+    compiled, compile_s = {}, {}
+    for kind, module in (("before", old), ("after", losses)):
+        grad = jax.jit(jax.value_and_grad(functools.partial(module.compute_loss, graphdef),
+                                          has_aux=True), static_argnums=2)
+        start = time.perf_counter()
+        compiled[kind] = grad.lower(params, batch, cfg.loss).compile()
+        compile_s[kind] = time.perf_counter() - start
+        jax.block_until_ready(compiled[kind](params, batch))
+    seconds = {"before": 0.0, "after": 0.0}
+    for _ in range(repeats):
+        for kind in seconds:
+            seconds[kind] += timed(compiled[kind], params, batch)
+    print(f"loss + gradient (batch {cfg.train.batch_size}, {repeats} calls each):")
+    return [compare("loss + grad", seconds["before"] / repeats, seconds["after"] / repeats,
+                    "s"),
+            compare("loss + grad compile", compile_s["before"], compile_s["after"], "s")]
 
 
 def bench_act_compiles(cfg, graphdef, params, obs, old) -> list[dict]:
@@ -188,33 +219,34 @@ def betas(cfg, per_call: int):
     return jnp.full(per_call, cfg.replay.priority_beta, jnp.float32)
 
 
-def bench_checkpoints(cfg, update, state, replay, old, *, updates: int) -> list[dict]:
+def bench_checkpoints(cfg, update, state, replay, old, *, updates: int,
+                      repeats: int) -> list[dict]:
     beta = betas(cfg, 1)
     counters = dict(env_steps=1, updates=0, episodes=0, replay_written=1)
     state, replay, _ = jax.block_until_ready(update(state, replay, beta))  # compiled, warm
-    rows, figures = [], {}
-    for kind, module in (("before", old), ("after", checkpoint_lib)):
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpointer = module.Checkpointer(Path(tmp))
-            start = time.perf_counter()
-            checkpointer.save(1, state=state, replay=replay, counters=counters)
-            held = time.perf_counter() - start
-            for _ in range(updates):
-                state, replay, _ = update(state, replay, beta)
-            jax.block_until_ready((state, replay))
-            loop = time.perf_counter() - start
-            checkpointer.close()  # waits for a background write
-            written = time.perf_counter() - start
-            size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
-        figures[kind] = (held, loop, written, size)
+    totals = {"before": np.zeros(3), "after": np.zeros(3)}
+    for _ in range(repeats):
+        for kind, module in (("before", old), ("after", checkpoint_lib)):
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpointer = module.Checkpointer(Path(tmp))
+                start = time.perf_counter()
+                checkpointer.save(1, state=state, replay=replay, counters=counters)
+                held = time.perf_counter() - start
+                for _ in range(updates):
+                    state, replay, _ = update(state, replay, beta)
+                jax.block_until_ready((state, replay))
+                loop = time.perf_counter() - start
+                checkpointer.close()  # waits for a background write
+                totals[kind] += (held, loop, time.perf_counter() - start)
+                size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     replay_mib = sum(leaf.nbytes for leaf in jax.tree.leaves(replay)) / 2**20
-    print(f"checkpoints (replay {replay_mib:,.0f} MiB in memory, "
-          f"{figures['after'][3] / 2**20:,.0f} MiB on disk), then {updates} fused updates:")
-    for index, name in enumerate(("save call holds the loop",
-                                  f"save + {updates} updates",
-                                  "save + updates + rest of the write")):
-        rows.append(compare(name, figures["before"][index], figures["after"][index], "s"))
-    return rows
+    print(f"checkpoints (replay {replay_mib:,.0f} MiB in memory, {size / 2**20:,.0f} MiB on "
+          f"disk), then {updates} fused updates ({repeats} times each):")
+    names = ("save call holds the loop", f"save + {updates} updates",
+             "save + updates + rest of the write")
+    return [compare(name, before / repeats, after / repeats, "s")
+            for name, before, after in zip(names, totals["before"], totals["after"],
+                                           strict=True)]
 
 
 def bench_updates_per_call(cfg, graphdef, optimizer, spec, state, replay, *, per_call: int,
@@ -249,14 +281,18 @@ def bench_updates_per_call(cfg, graphdef, optimizer, spec, state, replay, *, per
 def main():
     args = parse_args()
     cfg = make_config(args)
-    default_repeats, default_updates = DEFAULT_WORK[cfg.preset]
-    repeats, updates = args.repeats or default_repeats, args.updates or default_updates
+    work = DEFAULT_WORK[cfg.preset]
+    repeats = args.repeats or work["repeats"]
+    updates = args.updates or work["updates"]
+    call_repeats = args.call_repeats or work["call_repeats"]
     print(f"jax {jax.__version__}, backend {jax.default_backend()}: {jax.devices()[0]}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     print(f"preset {cfg.preset}, env {cfg.env.name}, batch {cfg.train.batch_size}, "
           f"before = {args.before}, after = the working tree")
-    old = types.SimpleNamespace(**{name: module_at(args.before, f"agent/{name}.py")
-                                   for name in ("reanalyze", "acting", "checkpoint")})
+    old = types.SimpleNamespace(
+        **{name: module_at(args.before, f"agent/{name}.py")
+           for name in ("reanalyze", "acting", "checkpoint")},
+        losses=module_at(args.before, "world_model/losses.py"))
 
     env, graphdef, optimizer, state, replay = build(cfg)
     spec = env.spec
@@ -265,16 +301,20 @@ def main():
     obs = replay_lib.merge_stack(env.reset(), is_image=spec.is_image)
     env.close()
 
-    results = bench_reanalysis(cfg, graphdef, state, replay, spec, old.reanalyze,
-                               repeats=repeats)
+    results, batch = bench_reanalysis(cfg, graphdef, state, replay, spec, old.reanalyze,
+                                      repeats=repeats)
+    if cfg.train.augment and spec.is_image:  # the loss sees float images, as in training
+        batch = batch.replace(observations=augment(jax.random.key(3), batch.observations))
+    results += bench_loss_unroll(cfg, graphdef, state.params, batch, old.losses,
+                                 repeats=repeats)
     results += bench_act_compiles(cfg, graphdef, state.params, obs, old.acting)
     figures, state, replay = bench_updates_per_call(
         cfg, graphdef, optimizer, spec, state, replay, per_call=args.updates_per_call,
-        repeats=repeats)
+        repeats=call_repeats)
     results += figures
     update = make_update(with_updates_per_call(cfg, 1), graphdef, optimizer, spec)
     results += bench_checkpoints(cfg, update, state, full_replay(replay, frames),
-                                 old.checkpoint, updates=updates)
+                                 old.checkpoint, updates=updates, repeats=repeats)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         args.json.write_text(json.dumps(dict(

@@ -75,8 +75,10 @@ def compute_loss(
         out = _recurrent_step(model, state, action, grad_scale=cfg.dynamics_grad_scale)
         return out.state, out
 
-    # A scan compiles the step once, whatever K is.
-    _, unrolled = jax.lax.scan(unroll, root.state, batch.actions.T)  # fields [K, B, ...]
+    # Unrolled (K is small): XLA:CPU runs the backward convolutions of a loop body on a
+    # slow path (jax-ml/jax#12868); unrolling made the atari100k gradient step 1.65x faster.
+    _, unrolled = jax.lax.scan(unroll, root.state, batch.actions.T,
+                               unroll=True)  # fields [K, B, ...]
     unrolled = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), unrolled)  # fields [B, K, ...]
     value_logits = jnp.concatenate(
         [root.value_logits[:, None], unrolled.value_logits], axis=1
