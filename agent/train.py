@@ -117,22 +117,19 @@ def gradient_steps(graphdef, optimizer, loss_cfg, params, opt_state,
     """The M gradient steps of a call in turn, each writing back its batch's priorities.
 
     batches, samples: leaves [M, B, ...]. Returns (params, opt_state, replay, metrics [M]).
+    A Python loop, not lax.scan: in a loop body XLA:CPU runs the backward convolutions on
+    a slow path (jax-ml/jax#12868), 10x slower at atari100k size even for a one-step
+    loop. The cost is a compile time that grows with M.
     """
-    def step(carry, inputs):
-        params, opt_state, table, max_priority = carry
-        batch, sample = inputs
-        params, opt_state, metrics, priorities = gradient_step(
-            graphdef, optimizer, loss_cfg, params, opt_state, batch)
-        table, max_priority = replay_lib.set_priorities(table, max_priority, sample,
-                                                        priorities)
-        return (params, opt_state, table, max_priority), metrics
-
-    # Only the priorities go through the loop, not the whole replay. Unrolled: in a loop
-    # body XLA:CPU runs the backward convolutions on a slow path (jax-ml/jax#12868), which
-    # made even a one-step loop 7.6x slower than the step alone at atari100k size.
-    carry = (params, opt_state, replay.priorities, replay.max_priority)
-    (params, opt_state, table, max_priority), metrics = jax.lax.scan(
-        step, carry, (batches, samples), unroll=True)
+    table, max_priority, metrics = replay.priorities, replay.max_priority, []
+    for i in range(jax.tree.leaves(samples)[0].shape[0]):
+        params, opt_state, step_metrics, priorities = gradient_step(
+            graphdef, optimizer, loss_cfg, params, opt_state,
+            jax.tree.map(lambda x, i=i: x[i], batches))
+        table, max_priority = replay_lib.set_priorities(
+            table, max_priority, jax.tree.map(lambda x, i=i: x[i], samples), priorities)
+        metrics.append(step_metrics)
+    metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
     return (params, opt_state, replay.replace(priorities=table, max_priority=max_priority),
             metrics)
 

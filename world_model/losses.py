@@ -71,15 +71,16 @@ def compute_loss(
 
     root = _initial_step(model, obs[:, 0])
 
-    def unroll(state, action):
-        out = _recurrent_step(model, state, action, grad_scale=cfg.dynamics_grad_scale)
-        return out.state, out
-
-    # Unrolled (K is small): XLA:CPU runs the backward convolutions of a loop body on a
-    # slow path (jax-ml/jax#12868); unrolling made the atari100k gradient step 1.65x faster.
-    _, unrolled = jax.lax.scan(unroll, root.state, batch.actions.T,
-                               unroll=True)  # fields [K, B, ...]
-    unrolled = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), unrolled)  # fields [B, K, ...]
+    # A Python loop, not lax.scan (K is small): in a loop body XLA:CPU runs the backward
+    # convolutions on a slow path (jax-ml/jax#12868); this made the atari100k gradient
+    # step ~1.6x faster on CPU.
+    state, steps = root.state, []
+    for k in range(num_steps):
+        out = _recurrent_step(model, state, batch.actions[:, k],
+                              grad_scale=cfg.dynamics_grad_scale)
+        state = out.state
+        steps.append(out)
+    unrolled = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *steps)  # fields [B, K, ...]
     value_logits = jnp.concatenate(
         [root.value_logits[:, None], unrolled.value_logits], axis=1
     )  # [B, K+1, V]
