@@ -1,7 +1,9 @@
-"""End-to-end training: resume after SIGKILL, evaluation output, NaN guard."""
+"""End-to-end training: resume after SIGKILL, evaluation output, compiles, NaN guard."""
 
+import collections
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -9,11 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from agent import config as config_lib
-from agent.train import updates_due
+from agent.train import train, updates_due
 
 ENV_STEPS, LOG_INTERVAL = 600, 100
 
@@ -78,6 +81,24 @@ def test_killed_run_resumes_exactly(tmp_path):
     result = json.loads((logdir / "eval.json").read_text())
     assert len(result["returns"]) == 3 and np.isfinite(result["mean_return"])
     assert (logdir / "eval.gif").stat().st_size > 0
+
+
+def test_training_loop_compiles_each_step_once(tmp_path, caplog):
+    # The smoke run crosses both temperature changes, a periodic and the final evaluation.
+    cfg = dataclasses.replace(config_lib.smoke(), logdir=str(tmp_path),
+                              log=dataclasses.replace(config_lib.smoke().log, progress=False))
+    assert len(set(cfg.train.temperatures)) > 1
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles():
+        train(cfg)
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    # Eager jnp ops compile under their own names too ("add"): the replay's programs are
+    # the ones that take its frame buffer.
+    frames = f"uint8[{cfg.env.num_envs},{cfg.replay.capacity // cfg.env.num_envs},10,10,1]"
+    compiled = collections.Counter(m.split()[1] for m in messages if frames in m)
+    compiled["jit(act)"] = sum(m.split()[1] == "jit(act)" for m in messages)
+    # `act` twice: the acting search and the greedy evaluation search.
+    assert (compiled["jit(update)"], compiled["jit(add)"], compiled["jit(act)"]) == (1, 1, 2), \
+        compiled
 
 
 def test_updates_are_spread_to_reach_the_replay_ratio():
