@@ -239,10 +239,14 @@ def preset(name: str) -> Config:
 def validate(cfg: Config) -> None:
     """Checks values that would otherwise fail late or silently; one line each."""
     t, r, o, s, e, lg = cfg.train, cfg.replay, cfg.optim, cfg.search, cfg.env, cfg.log
+    first_batch = (t.unroll_steps + t.td_steps + 1) * e.num_envs
     checks = [
         (t.env_steps > 0, f"--train.env-steps must be > 0 (got {t.env_steps})"),
         (0 <= t.start_steps < t.env_steps,
          f"--train.start-steps must be in [0, env-steps) (got {t.start_steps} of {t.env_steps})"),
+        (t.start_steps >= first_batch,
+         f"--train.start-steps must be >= (unroll-steps + td-steps + 1) x num-envs = "
+         f"{first_batch}, so that the first update has windows to sample (got {t.start_steps})"),
         (t.replay_ratio > 0, f"--train.replay-ratio must be > 0 (got {t.replay_ratio})"),
         (t.batch_size > 0, f"--train.batch-size must be > 0 (got {t.batch_size})"),
         (t.unroll_steps > 0, f"--train.unroll-steps must be > 0 (got {t.unroll_steps})"),

@@ -264,21 +264,12 @@ def train(cfg: Config) -> dict:
             obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
             plan = act(state.params, act_rng, obs, temperature(cfg, counters["env_steps"]))
             actions = np.asarray(plan.action)
-            step = env.step(actions)
-            ended = step.terminated | step.truncated
-            ends = step.train_terminal | ended
-            replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                         ends=ends, starts=starts, policies=plan.action_weights,
-                         values=plan.root_value)
-            starts = ends
-            stack.push(step.obs[:, -1], starts)
             previous_steps = counters["env_steps"]
             counters["env_steps"] += cfg.env.num_envs
-            counters["episodes"] += int(ended.sum())
-            window.returns += step.episode_return[ended].tolist()
-            window.lengths += step.episode_length[ended].tolist()
-            bar.update(cfg.env.num_envs)
 
+            # The updates due after this step are dispatched before the envs step, so the
+            # device runs them while the host steps the envs; they sample the replay as it
+            # was before this step.
             while counters["updates"] + per_call <= updates_due(cfg, counters["env_steps"]):
                 done_then = counters["updates"] + np.arange(per_call)
                 betas = beta0 + (1 - beta0) * done_then / max(1, cfg.total_updates)
@@ -287,6 +278,19 @@ def train(cfg: Config) -> dict:
                 window.metrics.append(metrics)
                 if counters["updates"] % cfg.train.target_update_interval == 0:
                     state = state.replace(target_params=_copy(state.params))
+
+            step = env.step(actions)
+            ended = step.terminated | step.truncated
+            ends = step.train_terminal | ended
+            replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
+                         ends=ends, starts=starts, policies=plan.action_weights,
+                         values=plan.root_value)
+            starts = ends
+            stack.push(step.obs[:, -1], starts)
+            counters["episodes"] += int(ended.sum())
+            window.returns += step.episode_return[ended].tolist()
+            window.lengths += step.episode_length[ended].tolist()
+            bar.update(cfg.env.num_envs)
 
             def crossed(interval: int, before=previous_steps, now=counters["env_steps"]) -> bool:
                 return before // interval != now // interval

@@ -19,7 +19,11 @@ in this process on the same inputs, taking turns where they are timed repeatedly
    against a `lax.scan` loop, timed as loss + gradient on a reanalysed batch;
 5. updates per call (`agent/train.py: make_update`, `--train.updates-per-call`): M
    updates in one call, their batches reanalysed in one search, against M calls of one
-   update each (both from the working tree: M = 1 is the loop as it was).
+   update each (both from the working tree: M = 1 is the loop as it was);
+6. env stepping overlapped with the updates (`agent/train.py: train`): the training
+   loop's step (act, env step, replay add, the updates due) with the updates dispatched
+   before the envs step, so the device runs them meanwhile, against after it (the loop
+   as it was); both with the working tree's jitted functions.
 
 Prints before, after and after / before for each; `--json` also writes them to a file.
 """
@@ -45,6 +49,7 @@ from agent import acting, reanalyze
 from agent import checkpoint as checkpoint_lib
 from agent import config as config_lib
 from agent import replay as replay_lib
+from agent.envs import make_env
 from agent.train import augment, build, make_update, temperature
 from world_model import losses
 
@@ -52,13 +57,17 @@ ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "7d3080f"  # the last commit before these speed-ups
 
 # Work per preset when not given: `repeats` of each timed reanalysis and checkpoint,
-# `updates` after each checkpoint, `call_repeats` of the updates-per-call comparison. A
-# 2-core CPU does one atari100k update at batch 32 in ~4 s and M of them for each repeat.
+# `updates` after each checkpoint, `call_repeats` of the updates-per-call comparison,
+# `loop_steps` of each loop order. A 2-core CPU does one atari100k update at batch 32 in
+# ~4 s, M of them for each repeat and replay_ratio x num_envs (8) per loop step.
 DEFAULT_WORK = {
-    "smoke": dict(repeats=10, updates=10, call_repeats=5),
-    "quickstart": dict(repeats=10, updates=10, call_repeats=5),
-    "atari100k": dict(repeats=4, updates=2, call_repeats=1),
+    "smoke": dict(repeats=10, updates=10, call_repeats=5, loop_steps=40),
+    "quickstart": dict(repeats=10, updates=10, call_repeats=5, loop_steps=40),
+    "atari100k": dict(repeats=4, updates=2, call_repeats=1, loop_steps=2),
 }
+
+
+SECTIONS = ["reanalysis", "loss", "act", "calls", "overlap", "checkpoints"]
 
 
 def module_at(revision: str, path: str):
@@ -83,6 +92,9 @@ def parse_args():
     parser.add_argument("--updates", type=int, help="fused updates after each checkpoint")
     parser.add_argument("--call-repeats", type=int,
                         help="repeats of the updates-per-call comparison")
+    parser.add_argument("--loop-steps", type=int, help="training-loop steps of each order")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="run only these comparisons (default: all)")
     parser.add_argument("--updates-per-call", type=int, default=4,
                         help="M to set against one update per call (default: 4)")
     parser.add_argument("--before", default=BEFORE, help="git revision of the baseline")
@@ -278,6 +290,61 @@ def bench_updates_per_call(cfg, graphdef, optimizer, spec, state, replay, *, per
     return [figures], state, replay
 
 
+def bench_env_overlap(cfg, graphdef, optimizer, spec, state, replay, *, steps: int):
+    """-> (figures, state, replay): `steps` training-loop steps with the updates dispatched
+    after the env step and as many with them dispatched before it, taking turns."""
+    num_envs = cfg.env.num_envs
+    env = make_env(cfg.env.name, num_envs=num_envs, seed=cfg.seed, mode="train",
+                   **cfg.env.keywords())
+    act = acting.make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False)
+    add = jax.jit(replay_lib.add, donate_argnums=0)
+    update = make_update(with_updates_per_call(cfg, 1), graphdef, optimizer, spec)
+    updates_per_step = max(1, round(cfg.train.replay_ratio * num_envs))
+    beta = betas(cfg, 1)
+    stack = replay_lib.FrameStack(env.reset()[:, -1], spec.stack)
+    starts = np.ones(num_envs, bool)
+    env_seconds = {"before": 0.0, "after": 0.0}
+
+    def loop_step(kind, state, replay, starts):
+        obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+        plan = act(state.params, jax.random.key(0), obs, 1.0)
+        actions = np.asarray(plan.action)
+
+        def updates(state, replay):
+            for _ in range(updates_per_step):
+                state, replay, _ = update(state, replay, beta)
+            return state, replay
+
+        if kind == "after":
+            state, replay = updates(state, replay)
+        start = time.perf_counter()
+        step = env.step(actions)
+        env_seconds[kind] += time.perf_counter() - start
+        ends = step.train_terminal | step.terminated | step.truncated
+        replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
+                     ends=ends, starts=starts, policies=plan.action_weights,
+                     values=plan.root_value)
+        stack.push(step.obs[:, -1], ends)
+        if kind == "before":
+            state, replay = updates(state, replay)
+        return state, replay, ends
+
+    for kind in env_seconds:  # compiles and warms up both orders
+        state, replay, starts = jax.block_until_ready(loop_step(kind, state, replay, starts))
+    env_seconds = {"before": 0.0, "after": 0.0}
+    seconds = {"before": 0.0, "after": 0.0}
+    for _ in range(steps):
+        for kind in seconds:
+            start = time.perf_counter()
+            state, replay, starts = jax.block_until_ready(loop_step(kind, state, replay, starts))
+            seconds[kind] += time.perf_counter() - start
+    env.close()
+    print(f"training-loop steps ({steps} of each order, {updates_per_step} update(s) per "
+          f"step, env stepping {1e3 * env_seconds['before'] / steps:,.1f} ms of each):")
+    return [compare("seconds per loop step", seconds["before"] / steps,
+                    seconds["after"] / steps, "s")], state, replay
+
+
 def main():
     args = parse_args()
     cfg = make_config(args)
@@ -285,6 +352,7 @@ def main():
     repeats = args.repeats or work["repeats"]
     updates = args.updates or work["updates"]
     call_repeats = args.call_repeats or work["call_repeats"]
+    loop_steps = args.loop_steps or work["loop_steps"]
     print(f"jax {jax.__version__}, backend {jax.default_backend()}: {jax.devices()[0]}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     print(f"preset {cfg.preset}, env {cfg.env.name}, batch {cfg.train.batch_size}, "
@@ -301,20 +369,32 @@ def main():
     obs = replay_lib.merge_stack(env.reset(), is_image=spec.is_image)
     env.close()
 
-    results, batch = bench_reanalysis(cfg, graphdef, state, replay, spec, old.reanalyze,
-                                      repeats=repeats)
-    if cfg.train.augment and spec.is_image:  # the loss sees float images, as in training
-        batch = batch.replace(observations=augment(jax.random.key(3), batch.observations))
-    results += bench_loss_unroll(cfg, graphdef, state.params, batch, old.losses,
-                                 repeats=repeats)
-    results += bench_act_compiles(cfg, graphdef, state.params, obs, old.acting)
-    figures, state, replay = bench_updates_per_call(
-        cfg, graphdef, optimizer, spec, state, replay, per_call=args.updates_per_call,
-        repeats=call_repeats)
-    results += figures
-    update = make_update(with_updates_per_call(cfg, 1), graphdef, optimizer, spec)
-    results += bench_checkpoints(cfg, update, state, full_replay(replay, frames),
-                                 old.checkpoint, updates=updates, repeats=repeats)
+    results, only = [], set(args.only)
+    if only & {"reanalysis", "loss"}:  # the loss trains on the reanalysed batch
+        figures, batch = bench_reanalysis(cfg, graphdef, state, replay, spec, old.reanalyze,
+                                          repeats=repeats)
+        if "reanalysis" in only:
+            results += figures
+    if "loss" in only:
+        if cfg.train.augment and spec.is_image:  # the loss sees float images, as in training
+            batch = batch.replace(observations=augment(jax.random.key(3), batch.observations))
+        results += bench_loss_unroll(cfg, graphdef, state.params, batch, old.losses,
+                                     repeats=repeats)
+    if "act" in only:
+        results += bench_act_compiles(cfg, graphdef, state.params, obs, old.acting)
+    if "calls" in only:
+        figures, state, replay = bench_updates_per_call(
+            cfg, graphdef, optimizer, spec, state, replay, per_call=args.updates_per_call,
+            repeats=call_repeats)
+        results += figures
+    if "overlap" in only:
+        figures, state, replay = bench_env_overlap(cfg, graphdef, optimizer, spec, state,
+                                                   replay, steps=loop_steps)
+        results += figures
+    if "checkpoints" in only:
+        update = make_update(with_updates_per_call(cfg, 1), graphdef, optimizer, spec)
+        results += bench_checkpoints(cfg, update, state, full_replay(replay, frames),
+                                     old.checkpoint, updates=updates, repeats=repeats)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         args.json.write_text(json.dumps(dict(

@@ -51,6 +51,8 @@ def test_shortcuts_and_overrides_reach_the_config():
          "--train.target-update-interval (20) must be a multiple of --train.updates-per-call"),
         (["--preset", "smoke", "--train.updates-per-call", "0"],
          "--train.updates-per-call must be > 0"),
+        (["--preset", "smoke", "--train.start-steps", "10"],
+         "--train.start-steps must be >= (unroll-steps + td-steps + 1) x num-envs = 22"),
     ],
 )
 def test_bad_values_fail_with_one_line(args, fragment, capsys):
