@@ -218,7 +218,10 @@ def test_custom_env_from_absolute_path_is_seeded():
     assert np.array_equal(runs[0], runs[1])
 
 
-def test_large_images_are_area_resized(in_repo):
+def test_large_images_are_area_resized(in_repo, monkeypatch):
+    # The test's own import: make_env puts the working directory on sys.path only when it
+    # loads an env, and another test may or may not have done so in this process.
+    monkeypatch.syspath_prepend(str(ROOT))
     import examples.custom_env as custom
 
     with make_env("examples.custom_env:GridTreasure", num_envs=1, seed=0, image_size=24) as env:
