@@ -83,7 +83,13 @@ def _train(args: list[str]) -> int:
     cfg = parse_train_args(args)
     from agent import train
 
-    train.train(cfg)
+    try:
+        train.train(cfg)
+    except KeyboardInterrupt:
+        # The loop's `finally` has waited for the checkpoint being written: nothing to undo.
+        print(f"dreamzero train: interrupted; rerun the same command to resume {cfg.run_dir} "
+              "from its last checkpoint", file=sys.stderr)
+        return 130
     return 0
 
 

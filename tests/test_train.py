@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from agent import config as config_lib
+from agent.envs import make_env
 from agent.train import train, updates_due
 
 ENV_STEPS, LOG_INTERVAL = 600, 100
@@ -83,6 +84,23 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert (logdir / "eval.gif").stat().st_size > 0
 
 
+def test_interrupted_run_says_how_to_resume(tmp_path):
+    logdir = tmp_path / "run"
+    run = subprocess.Popen(_train_command(logdir), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not _checkpoint_steps(logdir):
+        assert run.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, stderr[-2000:]
+    assert f"interrupted; rerun the same command to resume {logdir}" in stderr
+    assert "Traceback" not in stderr
+    assert _saved_counters(logdir)["env_steps"] < ENV_STEPS
+
+
 def test_training_loop_compiles_each_step_once(tmp_path, caplog):
     # The smoke run crosses both temperature changes, a periodic and the final evaluation.
     cfg = dataclasses.replace(config_lib.smoke(), logdir=str(tmp_path),
@@ -93,7 +111,9 @@ def test_training_loop_compiles_each_step_once(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
     # Eager jnp ops compile under their own names too ("add"): the replay's programs are
     # the ones that take its frame buffer.
-    frames = f"uint8[{cfg.env.num_envs},{cfg.replay.capacity // cfg.env.num_envs},10,10,1]"
+    with make_env(cfg.env.name, num_envs=1, seed=0, mode="train", **cfg.env.keywords()) as env:
+        frame_shape = ",".join(map(str, env.spec.frame_shape))
+    frames = f"uint8[{cfg.env.num_envs},{cfg.replay.capacity // cfg.env.num_envs},{frame_shape}]"
     compiled = collections.Counter(m.split()[1] for m in messages if frames in m)
     compiled["jit(act)"] = sum(m.split()[1] == "jit(act)" for m in messages)
     # `act` twice: the acting search and the greedy evaluation search.
