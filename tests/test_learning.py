@@ -10,7 +10,7 @@ from agent.envs import make_env
 from agent.train import train
 
 # Budgets: a few minutes of 2-core CPU each. Catch is learnt with EfficientZero's pUCT
-# search at 8 simulations (greedy returns -2.6 and -5.1 for seeds 0 and 1 at 1200
+# search at 8 simulations (greedy returns -2.6 and -6.6 for seeds 0 and 1 at 1200
 # updates of the smoke-sized model); with 4 simulations, or Gumbel search at 4 or 8, this
 # budget is not enough (-8.1 to -9.8), so the test pins the search. CartPole is learnt
 # sooner (486 with one update per call, 500 with five, at 1250 updates), with the smoke
