@@ -204,7 +204,9 @@ def quickstart() -> Config:
             vector_hidden=64, lstm_hidden=64, support_size=20, reward_support_size=5,
             proj_hidden=128, proj_out=128, pred_hidden=64,
         ),
-        search=SearchConfig(kind="gumbel", num_simulations=8, max_num_considered_actions=3),
+        # pUCT: with 8 simulations Gumbel search's improved policy is near one-hot from
+        # Q differences of noise size, and did not learn catch (docs/results/quickstart_cpu.md).
+        search=SearchConfig(kind="muzero", num_simulations=8),
         replay=ReplayConfig(capacity=20_000),
         optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),
         train=TrainConfig(
