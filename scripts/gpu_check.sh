@@ -51,10 +51,10 @@ if (( train_seconds > 0 )); then
   # SIGINT first (a clean stop), SIGKILL 30 s later; a checkpoint survives either.
   timeout --signal=INT --kill-after=30 "$train_seconds" \
     "$python" -m agent.cli train --preset "$preset" --env "$game" --logdir "$run_dir" \
-    2>&1 | tee -a "$results/train.txt"
+    --log.progress False 2>&1 | tee -a "$results/train.txt"
   code=${PIPESTATUS[0]}
   (( code == 0 || code == 124 )) || status=1  # 124: stopped by the timeout, to resume
-  cp "$run_dir/metrics.jsonl" "$results/" 2>/dev/null
+  cp "$run_dir/metrics.jsonl" "$results/" 2>/dev/null && tail -n 3 "$results/metrics.jsonl"
   cp "$run_dir/eval.json" "$results/" 2>/dev/null
 fi
 exit $status
