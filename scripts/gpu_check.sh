@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The speed figures of docs/results/gpu.md in one command, on a machine with a GPU:
+# The speed figures for docs/results/gpu.md in one command, on a machine with a GPU:
 #
 #   bash scripts/gpu_check.sh [GAME] [TRAIN_SECONDS]
 #
@@ -10,7 +10,8 @@
 #    its last checkpoint, so a full run is a few such commands (BENCH=0 skips step 1).
 #
 # Logs, the benchmarks' JSON and the run's metrics.jsonl go to RESULTS_DIR (default
-# runs/gpu_check). PRESET=smoke runs the same path on a CPU in a minute or two.
+# runs/gpu_check). PRESET=smoke runs the same path on a CPU (about 4 minutes on 2 cores,
+# most of it compiling the two benchmarks).
 # On an offline machine without mctx, gymnasium, ale-py or tyro, put their wheels in .whl/
 # at the project root (Python 3.12 wheels for the machine's platform); they are installed
 # into /tmp/site.
