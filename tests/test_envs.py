@@ -326,3 +326,46 @@ def test_check_env_reports_spec_and_rollout():
     ):
         assert fragment in report
     assert "repeat_action_probability" in check_env("breakout", steps=40, num_envs=2)
+
+
+BOOL_PLANES = textwrap.dedent("""
+    import gymnasium
+    import numpy as np
+    from gymnasium import spaces
+
+    class Planes(gymnasium.Env):
+        action_space = spaces.Discrete(2)
+        observation_space = spaces.Box(0, 1, (6, 5, 2), bool)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.indices((6, 5, 2)).sum(axis=0) % 2 == 1, {}
+
+        def step(self, action):
+            return self.reset()[0], 0.0, False, False, {}
+""")
+
+
+def test_bool_images_become_uint8_0_255(tmp_path):
+    path = tmp_path / "planes.py"
+    path.write_text(BOOL_PLANES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checker's findings are not under test
+        spec = resolve_spec(f"{path}:Planes", frame_stack=1)
+    assert spec.is_image and spec.frame_shape == (6, 5, 2) and spec.frame_dtype == "uint8"
+    with make_env(f"{path}:Planes", num_envs=2, seed=0, frame_stack=1) as env:
+        obs = env.reset()
+    expected = np.where(np.indices((6, 5, 2)).sum(axis=0) % 2 == 1, 255, 0)
+    assert obs.dtype == np.uint8 and (obs == expected).all()
+
+
+def test_minatar_ids():
+    pytest.importorskip("minatar")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MinAtar's reset does not seed np_random
+        spec = resolve_spec("MinAtar/Breakout-v1")
+    assert spec.name == "gym:MinAtar/Breakout-v1" and spec.frame_shape == (10, 10, 4)
+    assert spec.num_actions == 3
+    with make_env("MinAtar/Breakout-v1", num_envs=2, seed=0) as env:
+        obs = env.reset()
+    assert set(np.unique(obs)) == {0, 255}

@@ -5,7 +5,8 @@ ENV forms, tried in this order:
   `catch`                                       the built-in pixel game (agent.envs.catch);
   `pong`, `ms_pacman`, `MsPacman`, `ALE/Pong-v5`, `PongNoFrameskip-v4`   Atari-100k protocol;
   `module:Class`, `module:factory`, `path/to/file.py:Class`               user envs;
-  `CartPole-v1`                                 any registered gymnasium id.
+  `CartPole-v1`                                 any registered gymnasium id;
+  `MinAtar/Breakout-v1`                         MinAtar's ids (the `minatar` package).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
 
 def _parse(name: str) -> tuple[str, str]:
     """ENV string -> (kind, target): the ROM id, gymnasium id, `module:Attr` or builtin name."""
+    _register_minatar(name.removeprefix("gym:"))
     prefix, colon, rest = name.partition(":")
     if colon and prefix in _KINDS:
         kind, target = prefix, rest
@@ -100,6 +102,18 @@ def _parse(name: str) -> tuple[str, str]:
     if kind == "builtin" and target not in _BUILTINS:
         raise EnvError(f"unknown builtin env {target!r}; builtins: {', '.join(_BUILTINS)}")
     return kind, target
+
+
+def _register_minatar(env_id: str) -> None:
+    """Registers MinAtar's gymnasium ids on first use: importing minatar does not."""
+    if not env_id.startswith("MinAtar/") or env_id in gymnasium.registry:
+        return
+    try:
+        from minatar.gym import register_envs
+    except ImportError as error:
+        raise EnvError(f"{env_id!r} needs the minatar package: pip install minatar "
+                       "(or pip install -e '.[ladder]')") from error
+    register_envs()
 
 
 def _gym_source(kind: str, target: str) -> gym_adapter.Source:

@@ -1,7 +1,8 @@
 """Gymnasium ids and user environments (`module:Class`, `module:factory`, `file.py:Class`).
 
 Supported: Discrete actions; observations that are uint8 images, Box (H, W, C) or (H, W),
-or flat vectors, Box (D,). Images larger than image_size are area-resized to
+bool images of the same shapes (MinAtar's C feature planes; read as uint8 0 / 255), or flat
+vectors, Box (D,). Images larger than image_size are area-resized to
 image_size x image_size; smaller ones keep their size. Images are stacked here (the last
 `frame_stack` frames, a new episode starts with copies of its first frame); vectors are not.
 """
@@ -156,8 +157,10 @@ def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, fra
                        "gymnasium.ActionWrapper")
     settings = {"mode": mode, "max_episode_steps": max_episode_frames, "autoreset": "same_step"}
     shape = obs_space.shape if isinstance(obs_space, spaces.Box) else None
-    if shape is not None and obs_space.dtype == np.uint8 and len(shape) in (2, 3):
+    if shape is not None and obs_space.dtype in (np.uint8, np.bool_) and len(shape) in (2, 3):
         native = (*shape[:2], shape[2] if len(shape) == 3 else 1)
+        if obs_space.dtype == np.bool_:
+            settings.update(bool_image="True -> 255, False -> 0")
         size = (image_size, image_size) if max(shape[:2]) > image_size else native[:2]
         resized = f"{native[0]}x{native[1]} -> {size[0]}x{size[1]} (area resize)"
         settings.update(frame_stack=frame_stack, stack_reset="first frame repeated",
@@ -174,8 +177,9 @@ def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, fra
     described = (f"Box{shape} {obs_space.dtype}" if shape is not None
                  else type(obs_space).__name__)
     raise EnvError(f"{source.name!r} has a {described} observation space; dreamzero needs a uint8 "
-                   "image Box (H, W, C) or (H, W) or a flat Box (D,): convert it with a "
-                   "gymnasium.ObservationWrapper (e.g. FlattenObservation)")
+                   "image Box (H, W, C) or (H, W), a bool one (read as 0 / 255), or a flat Box "
+                   "(D,): convert it with a gymnasium.ObservationWrapper (e.g. "
+                   "FlattenObservation)")
 
 
 class GymEnv(VectorEnv):
@@ -195,6 +199,7 @@ class GymEnv(VectorEnv):
         super().__init__(spec, num_envs=num_envs, mode=mode)
         space = self._envs[0].observation_space
         self._native_shape = space.shape
+        self._bool_images = spec.is_image and space.dtype == np.bool_
         self._resize = _area_resizer(space.shape[:2], spec.frame_shape[:2]) if (
             spec.is_image and space.shape[:2] != spec.frame_shape[:2]) else None
         self._action_start = int(self._envs[0].action_space.start)
@@ -241,6 +246,9 @@ class GymEnv(VectorEnv):
             return frames.astype(np.float32)
         height, width = self._native_shape[:2]
         frames = frames.astype(np.uint8, copy=False).reshape(len(raw), height, width, -1)
+        if self._bool_images:
+            # Full-scale pixels: the model and augmentation expect uint8 in [0, 255].
+            frames *= 255
         return frames if self._resize is None else self._resize(frames)  # [N, H, W, C]
 
     def close(self) -> None:
