@@ -15,6 +15,7 @@ def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0) ->
         kwargs.update(
             gumbel_scale=0.0 if greedy else cfg.gumbel_scale,
             max_num_considered_actions=cfg.max_num_considered_actions,
+            min_q_range=cfg.min_q_range,
         )
     else:
         kwargs.update(

@@ -22,12 +22,17 @@ from agent.config import Config
 from world_model import Batch, initial_inference
 
 
-def td_horizon(age, *, td_steps: int, total_updates: int, correct: bool):
-    """EfficientZero's off-policy correction: one step shorter per 0.3 * total updates
-    transitions of age, at least 1. age: transitions (all envs) since the root step."""
+def td_horizon(age, *, td_steps: int, env_steps: int, correct: bool):
+    """EfficientZero's off-policy correction: one step shorter per 0.3 * env_steps
+    transitions of age, at least 1. age: transitions (all envs) since the root step.
+
+    EfficientZero states the period as 0.3 x its training steps, which equal its env
+    steps; age counts transitions, so the period scales with the env steps. (Scaled by
+    the updates instead, a run with a replay ratio of 0.25 would cut most of its replay
+    to one-step TD targets.)"""
     if not correct:
         return jnp.full_like(age, td_steps)
-    per_step = max(1, int(0.3 * total_updates))
+    per_step = max(1, int(0.3 * env_steps))
     return jnp.clip(td_steps - age // per_step, 1, td_steps)
 
 
@@ -67,7 +72,7 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
         rewards = jnp.clip(rewards, -1.0, 1.0)
 
     age = (replay.written - 1 - times) * replay.num_envs  # [B] transitions
-    horizon = td_horizon(age, td_steps=td, total_updates=cfg.total_updates,
+    horizon = td_horizon(age, td_steps=td, env_steps=t.env_steps,
                          correct=t.offpolicy_correction)
     # The search roots (steps 0..K) and the bootstraps (steps k + horizon) all lie in
     # steps 0..K+td: one representation pass over those serves both.

@@ -1,6 +1,7 @@
 """Batched tree search over the learned model, on top of mctx."""
 
 import dataclasses
+import functools
 from typing import Any, Literal
 
 import chex
@@ -94,6 +95,7 @@ def plan(
     pb_c_base: float = 19652.0,
     max_num_considered_actions: int = 16,
     qtransform: Literal["default", "minmax"] = "default",
+    min_q_range: float = 1e-8,
     max_depth: int | None = None,
 ) -> PlanOutput:
     """Searches from a batch of roots and returns actions and policy targets.
@@ -123,6 +125,10 @@ def plan(
       max_num_considered_actions: gumbel only; actions sampled at the root.
       qtransform: muzero only; "default" normalises Q by the node and its
         siblings (mctx), "minmax" by the whole tree (EfficientZero).
+      min_q_range: gumbel only; the smallest Q range that the completed Q-values are
+        rescaled by. mctx's default (1e-8) stretches any spread to [0, 1], so
+        early noise of 0.01 in an untrained model's values becomes a near one-hot
+        policy target; a floor in return units keeps small differences small.
       max_depth: maximum depth of a simulation; None for `num_simulations`.
 
     Returns:
@@ -144,6 +150,8 @@ def plan(
             max_depth=max_depth,
             max_num_considered_actions=max_num_considered_actions,
             gumbel_scale=gumbel_scale,
+            qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,
+                                         epsilon=min_q_range),
         )
         action = out.action  # [B]
     elif kind == "muzero":
@@ -168,7 +176,8 @@ def plan(
             pb_c_init=pb_c_init,
             pb_c_base=pb_c_base,
         )
-        action = _act_on_visits(act_rng, out.search_tree.summary().visit_counts, temperature)
+        summary = out.search_tree.summary()
+        action = _act_on_visits(act_rng, summary.visit_counts, summary.qvalues, temperature)
     else:
         raise ValueError(f"kind={kind!r}; expected 'gumbel' or 'muzero'")
     return PlanOutput(
@@ -179,12 +188,14 @@ def plan(
     )
 
 
-def _act_on_visits(rng, visit_counts, temperature):
+def _act_on_visits(rng, visit_counts, qvalues, temperature):
     """Samples actions `[B]` with probabilities `visits ** (1 / temperature)`.
 
     Used instead of mctx's sampler, which gives unvisited (so also invalid) actions
     a tiny but non-zero probability that grows with the temperature, and which at
-    temperature 0 breaks ties at random; here ties go to the first action.
+    temperature 0 breaks ties at random. Here temperature 0 takes, among the most
+    visited actions, the one with the highest Q: with few simulations visit ties are
+    common, and a fixed tie-break (the first action) can stand still for ever.
     """
     log_visits = jnp.log(visit_counts)  # [B, A]; -inf where unvisited
     # The max subtraction keeps the division by a tiny temperature finite at the max.
@@ -192,5 +203,6 @@ def _act_on_visits(rng, visit_counts, temperature):
         temperature, jnp.finfo(log_visits.dtype).tiny
     )
     sampled = jax.random.categorical(rng, logits).astype(jnp.int32)
-    greedy = jnp.argmax(visit_counts, axis=-1).astype(jnp.int32)
+    most_visited = visit_counts == jnp.max(visit_counts, axis=-1, keepdims=True)  # [B, A]
+    greedy = jnp.argmax(jnp.where(most_visited, qvalues, -jnp.inf), axis=-1).astype(jnp.int32)
     return jnp.where(jnp.asarray(temperature) == 0, greedy, sampled)

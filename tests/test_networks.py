@@ -20,7 +20,7 @@ from world_model.networks import _scale_gradient
 TINY = ModelConfig(
     channels=8, num_blocks=1, head_channels=4, head_hidden=8, vector_hidden=16,
     lstm_hidden=16, lstm_horizon=3, support_size=10, reward_support_size=10,
-    proj_hidden=32, proj_out=32, pred_hidden=16,
+    proj_hidden=32, proj_out=32, pred_hidden=16, max_flat_image=0,
 )  # fmt: skip
 NUM_ACTIONS = 3
 BATCH = 2
@@ -63,10 +63,12 @@ def _perturbed(params, *, scale=0.5, seed=0):
     [
         ((96, 96, 12), {}, (6, 6, 8)),
         ((10, 10, 4), {"downsample": False, "action_embedding": True}, (10, 10, 8)),
+        ((10, 10, 4), {"max_flat_image": 400}, (16,)),
         ((7,), {"value_prefix": False, "num_blocks": 0}, (16,)),
         ((7,), {"dtype": "bfloat16", "action_embedding": True}, (16,)),
     ],
-    ids=["image-96-downsample", "image-10-embedding", "vector-reward", "vector-bf16"],
+    ids=["image-96-downsample", "image-10-embedding", "image-10-flat", "vector-reward",
+         "vector-bf16"],
 )
 def test_inference_shapes_dtypes_and_latent_range(obs_shape, overrides, latent_shape):
     cfg = dataclasses.replace(TINY, **overrides)

@@ -50,10 +50,10 @@ def test_nstep_values_stop_at_segment_end_and_use_shorter_horizon():
     ("age", "expected"), [(0, 5), (29_999, 5), (30_000, 4), (120_000, 1), (10**7, 1)]
 )
 def test_td_horizon_shrinks_with_age(age, expected):
-    horizon = td_horizon(jnp.array([age]), td_steps=5, total_updates=100_000, correct=True)
+    horizon = td_horizon(jnp.array([age]), td_steps=5, env_steps=100_000, correct=True)
     assert int(horizon[0]) == expected
     assert (
-        int(td_horizon(jnp.array([age]), td_steps=5, total_updates=100_000, correct=False)[0]) == 5
+        int(td_horizon(jnp.array([age]), td_steps=5, env_steps=100_000, correct=False)[0]) == 5
     )
 
 
@@ -63,7 +63,8 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
     the stacked observation `horizon` steps ahead, and the search's policy at each root."""
     cfg = config_lib.preset("smoke")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False))
+        cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False,
+        env_steps=100))  # the TD horizon shrinks by one every 30 transitions of age
     unroll, td, stack, num_envs, steps = 5, 5, 2, 2, 40
     graphdef, params = make_model(cfg.model, (10, 10, stack), 3, seed=0)
     replay = replay_lib.init(num_envs=num_envs, capacity=200, frame_shape=(10, 10, 1),
@@ -88,7 +89,7 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
         return replay_lib.merge_stack(stacked, is_image=True)[0]
 
     ages = (steps - 1 - times) * num_envs
-    horizons = td_horizon(ages, td_steps=td, total_updates=cfg.total_updates, correct=True)
+    horizons = td_horizon(ages, td_steps=td, env_steps=cfg.train.env_steps, correct=True)
     assert sorted(set(np.asarray(horizons).tolist())) == [3, 4, 5]  # old data: shorter
     roots, expected = [], np.zeros((4, unroll + 1))
     columns = zip(rows.tolist(), times.tolist(), horizons.tolist(), strict=True)

@@ -293,14 +293,24 @@ def test_muzero_temperature_zero_is_argmax_of_visits():
     states = jnp.arange(8) % _TRANSITIONS.shape[0]
     for seed in range(4):
         out = _plan_tables(params, _key(seed), states, kind="muzero", temperature=0.0)
-        # Ties go to the first action, as in argmax.
-        np.testing.assert_array_equal(out.action, np.argmax(out.action_weights, axis=-1))
+        weights = np.asarray(out.action_weights)
+        chosen = weights[np.arange(len(weights)), np.asarray(out.action)]
+        np.testing.assert_array_equal(chosen, weights.max(axis=-1))
     # At temperature 1 the action is sampled from the visits instead.
     actions = [
         _plan_tables(params, _key(seed), states, kind="muzero", temperature=1.0).action
         for seed in range(4)
     ]
     assert len({tuple(np.asarray(a)) for a in actions}) > 1
+
+
+def test_greedy_visit_ties_go_to_the_highest_q():
+    # With few simulations visit ties are common; the first action ("stay" in many envs)
+    # must not win them by position.
+    visits = jnp.array([[2.0, 2.0, 1.0], [3.0, 1.0, 3.0]])
+    qvalues = jnp.array([[0.1, 0.5, 0.9], [0.7, 0.9, 0.2]])
+    action = search.planner._act_on_visits(_key(0), visits, qvalues, 0.0)
+    np.testing.assert_array_equal(action, [1, 0])
 
 
 def test_dirichlet_noise_only_when_fraction_positive():
