@@ -146,7 +146,10 @@ def sample(replay: Replay, rng, *, batch_size: int, lookahead: int, alpha: float
     valid = (times >= jnp.maximum(oldest, 0)) & (times <= replay.written - 1 - lookahead)
     scores = jnp.where(valid[None, :], replay.priorities**alpha, 0.0)  # [N, L]
     probs = (scores / jnp.sum(scores)).reshape(-1)
-    flat = jax.random.choice(rng, probs.shape[0], (batch_size,), p=probs)
+    # Gumbel-max over log-probabilities, not jax.random.choice's inverse CDF: XLA's
+    # parallel cumsum can rise across zero-probability entries, so an unwritten step could
+    # be drawn (about once in 10^7 draws here) and its weight 1 / p made the loss NaN.
+    flat = jax.random.categorical(rng, jnp.log(probs), shape=(batch_size,))
     rows, columns = jnp.divmod(flat, replay.length)
     count = jnp.sum(valid) * replay.num_envs
     weights = (count * probs[flat]) ** (-beta)

@@ -67,13 +67,29 @@ def test_sample_only_roots_with_lookahead_written():
     assert float(sample.weights.max()) == 1.0
 
 
+def test_sample_never_draws_a_step_without_probability():
+    # A mostly empty ring (a run's first updates) with uneven priorities. An inverse-CDF
+    # draw over XLA's parallel cumsum, which can rise across zero-probability entries,
+    # rarely picked unwritten steps, whose importance weight 1 / p is infinite.
+    replay = _filled(num_envs=4, capacity=40_000, steps=60)
+    rng = np.random.default_rng(0)
+    priorities = replay.priorities.at[:, :60].set(rng.random((4, 60)).astype(np.float32) ** 4)
+    replay = replay.replace(priorities=priorities)
+    for seed in range(20):
+        sample = _sample(replay, jax.random.key(seed), batch_size=4096, lookahead=5,
+                         alpha=0.6, beta=1.0)
+        assert np.asarray(sample.times).max() <= 60 - 1 - 5
+        assert np.isfinite(np.asarray(sample.weights)).all()
+
+
 def test_priorities_steer_sampling_and_new_steps_get_the_max():
     replay = _filled(num_envs=1, capacity=10, steps=10)
     hot = replay_lib.Sample(rows=jnp.array([0]), times=jnp.array([2]), weights=jnp.ones(1))
     table, max_priority = replay_lib.set_priorities(replay.priorities, replay.max_priority,
                                                     hot, jnp.array([1000.0]))
     replay = replay.replace(priorities=table, max_priority=max_priority)
-    sample = _sample(replay, jax.random.key(1), batch_size=200, lookahead=3, alpha=1.0, beta=1.0)
+    # 2000 draws: about 12 of them land on the six cold steps.
+    sample = _sample(replay, jax.random.key(1), batch_size=2000, lookahead=3, alpha=1.0, beta=1.0)
     assert np.mean(np.asarray(sample.times) == 2) > 0.9
     # The rare draws carry the larger importance weights.
     assert float(sample.weights[np.asarray(sample.times) != 2].min()) > 0.99
