@@ -1,17 +1,19 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.11:
 #   make train   create .venv, install, and train the quickstart agent
 #   make test    create .venv, install, and run the tests
+# Both install the exact versions in constraints.txt; `make constraints` refreshes them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK_VENV := .venv-constraints
 ARGS ?=
 
-.PHONY: install train test lint clean
+.PHONY: install train test lint constraints clean
 
-$(BIN)/dreamzero: pyproject.toml
+$(BIN)/dreamzero: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(BIN)/dreamzero
@@ -20,10 +22,24 @@ train: install
 	$(BIN)/dreamzero train $(ARGS)
 
 test: install
+	@echo "tested with (constraints.txt):"
+	@$(BIN)/pip list 2>/dev/null | grep -i -E '^(jax|jaxlib|flax|optax|mctx|orbax-checkpoint) '
 	$(BIN)/pytest -n 2 tests
 
 lint: install
 	$(BIN)/ruff check .
 
+# The newest versions pyproject.toml's ranges allow, resolved in a throwaway venv (so
+# nothing installed by hand in .venv creeps in); run `make test` on them before committing.
+constraints:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	{ grep '^#' constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+	$(MAKE) install
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 
 import tyro
@@ -39,7 +42,12 @@ def _train_description() -> str:
         "  dreamzero train --env ENV --preset NAME --env-steps N --seed S --logdir DIR\n\n"
         f"--preset NAME picks the starting config (default quickstart):\n{presets}\n\n"
         "--env is short for --env.name and --env-steps for --train.env-steps; every field "
-        "below overrides the preset."
+        "below overrides the preset.\n\n"
+        "Exit status: 0 finished; 2 refused or stopped with a one-line error naming the fix; "
+        "1 an unexpected error (its traceback, then a line with the last checkpoint); 130 "
+        "Ctrl-C and 143 SIGTERM (preemption), both after checkpointing the step reached (a "
+        "second Ctrl-C stops at once). After 1, 130 or 143, rerunning the same command "
+        "resumes."
     )
 
 
@@ -79,18 +87,72 @@ def parse_train_args(args: list[str]) -> config_lib.Config:
     return cfg
 
 
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message is one line naming the fix: printed without a traceback."""
+    from agent.checkpoint import CheckpointError, RunDirError
+    from agent.envs import EnvError
+
+    return config_lib.ConfigError, EnvError, RunDirError, CheckpointError, FileNotFoundError
+
+
 def _train(args: list[str]) -> int:
     cfg = parse_train_args(args)
     from agent import train
 
+    # SIGTERM (a scheduler's preemption) and Ctrl-C: the loop checkpoints the step it
+    # reached, then stops. An exception raised mid-step instead could land inside a
+    # checkpoint write and leave orbax's event loops half torn down.
+    stop, stopped_by = threading.Event(), []
+
+    def request_stop(signum, frame):
+        stopped_by.append(signum)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        train.train(cfg)
+        train.train(cfg, stop=stop)
+    except train.Preempted as preempted:
+        if stopped_by[0] == signal.SIGINT:
+            print(f"dreamzero train: interrupted; rerun the same command to resume "
+                  f"{cfg.run_dir} from its checkpoint at env step {preempted.env_steps}",
+                  file=sys.stderr)
+            return 130
+        print(f"dreamzero train: stopped by SIGTERM at env step {preempted.env_steps}, "
+              f"checkpointed in {cfg.run_dir}; rerun the same command to resume",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         # The loop's `finally` has waited for the checkpoint being written: nothing to undo.
         print(f"dreamzero train: interrupted; rerun the same command to resume {cfg.run_dir} "
               "from its last checkpoint", file=sys.stderr)
         return 130
+    except train.NonFiniteLossError as error:
+        print(f"dreamzero train: error: {error}", file=sys.stderr)
+        return 2
+    except _one_line_errors():
+        raise
+    except Exception:
+        # Most likely in the user's env: its traceback leads; then where the run stands.
+        traceback.print_exc()
+        print(f"dreamzero train: {_run_state(cfg.run_dir)}; fix the error above and rerun "
+              "the same command to resume", file=sys.stderr)
+        return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
+
+
+def _run_state(run_dir: str) -> str:
+    from agent.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(Path(run_dir), read_only=True)
+    step = checkpointer.latest_step()
+    checkpointer.close()
+    if step is None:
+        return f"{run_dir} has no checkpoint yet"
+    return f"the last checkpoint is at env step {step} in {checkpointer.directory}"
 
 
 def evaluate_command(
@@ -199,15 +261,16 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    from agent.envs import EnvError
+    from agent.checkpoint import quiet_orbax
 
+    quiet_orbax()
     try:
         if command == "train":
             return _train(rest)
         if command in _COMMANDS:
             tyro.cli(_COMMANDS[command], args=rest, prog=f"dreamzero {command}")
             return 0
-    except (config_lib.ConfigError, EnvError, FileNotFoundError) as error:
+    except _one_line_errors() as error:
         print(f"dreamzero {command}: error: {error}", file=sys.stderr)
         return 2
     print(f"dreamzero: unknown command '{command}'\n\n{_USAGE}", file=sys.stderr)

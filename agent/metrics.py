@@ -22,7 +22,10 @@ def truncate_jsonl(path: Path, *, max_env_steps: int) -> None:
             continue
         if record.get("env_steps", 0) <= max_env_steps:
             kept.append(line)
-    path.write_text("".join(f"{line}\n" for line in kept))
+    # Replaced whole, so a kill while rewriting it cannot cut the log short.
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    tmp.replace(path)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -30,6 +30,7 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from agent.checkpoint import RunDirError, read_config
 from agent.scores import ATARI_100K_GAMES, anchor, atari_game, display_name, human_normalized
 
 _PROFILE_TAUS = np.linspace(0.0, 8.0, 161)  # HNS thresholds; 0..8 as in rliable's Atari plots
@@ -56,7 +57,7 @@ class Run:
     env: str  # the env name as typed in the config ("pong", "CartPole-v1")
     key: str  # grouping key: the ALE id for Atari-100k games, else `env`
     seed: int
-    preset: str | None
+    preset: str
     final: dict | None  # eval.json; None while the run is unfinished
     train: Curve  # training episode returns
     evals: Curve  # periodic `eval/mean_return`
@@ -79,8 +80,9 @@ def find_runs(run_dirs: Iterable[Path]) -> list[Run]:
 
 
 def load_run(path: Path) -> Run:
-    config = json.loads((path / "config.json").read_text())
-    env = config["env"]["name"]
+    """RunDirError when path's config.json is not a dreamzero config."""
+    config, _ = read_config(path)
+    env = config.env.name
     train, evals = [], []  # (env_steps, return) in log order
     last_env_steps = None
     for record in _read_jsonl(path / "metrics.jsonl"):
@@ -95,9 +97,9 @@ def load_run(path: Path) -> Run:
         path=path,
         env=env,
         key=atari_game(env) or env,
-        seed=int(config["seed"]),
-        preset=config.get("preset"),
-        final=_read_json_or_none(path / "eval.json"),
+        seed=config.seed,
+        preset=config.preset,
+        final=_read_eval(path / "eval.json"),
         train=_curve(train),
         evals=_curve(evals),
         last_env_steps=last_env_steps,
@@ -128,14 +130,19 @@ def _read_jsonl(path: Path) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # the trainer may be mid-write: the last line can be truncated
-    return records
+    return [record for record in records if isinstance(record, dict)]
 
 
-def _read_json_or_none(path: Path) -> dict | None:
+def _read_eval(path: Path) -> dict | None:
+    """eval.json; None while the run has not finished, RunDirError if it is not one."""
     try:
-        return json.loads(path.read_text())
+        final = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None  # absent or half-written: the run has not finished
+    if not isinstance(final, dict) or not isinstance(final.get("mean_return"), int | float):
+        raise RunDirError(f"{path} has no mean_return, so it is not a dreamzero evaluation: "
+                          "rerun dreamzero evaluate on that run to rewrite it")
+    return final
 
 
 def _pick_one_per_seed(runs: list[Run]) -> tuple[list[Run], list[Run]]:
@@ -621,7 +628,11 @@ def build_report(run_dirs: list[Path], out: Path, *, reps: int = 2000, seed: int
         raise FileNotFoundError(f"no such run directory: {', '.join(absent)}")
     found = find_runs(run_dirs)
     if not found:
-        raise FileNotFoundError(f"no run directories (with config.json) under {run_dirs}")
+        raise FileNotFoundError("no run directories (with config.json) under "
+                                f"{', '.join(map(str, run_dirs))}")
+    if all(run.final is None and run.last_env_steps is None for run in found):
+        raise RunDirError(f"nothing to report under {', '.join(map(str, run_dirs))}: no run "
+                          "has an eval.json or a metrics line yet; train them further first")
     runs, duplicates = _pick_one_per_seed(found)
     rows = game_rows(runs)
     out = Path(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,15 @@ _DREAM_RECORD_STEPS = 200
 class NonFiniteLossError(RuntimeError):
     """Raised when a loss turns NaN/inf; the message names the step and the last good
     checkpoint (which is never overwritten by a non-finite state)."""
+
+
+class Preempted(Exception):
+    """The run stopped on request (SIGTERM, Ctrl-C) after checkpointing the step it had
+    reached."""
+
+    def __init__(self, env_steps: int):
+        super().__init__(f"stopped at env step {env_steps}")
+        self.env_steps = env_steps
 
 
 @chex.dataclass(frozen=True)
@@ -212,8 +222,12 @@ def build(cfg: Config):
     return env, graphdef, optimizer, state, replay
 
 
-def train(cfg: Config) -> dict:
-    """Runs (or resumes) a training run; returns the final evaluation."""
+def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
+    """Runs (or resumes) a training run; returns the final evaluation.
+
+    Once `stop` is set (by a signal handler), the loop checkpoints the step it is at and
+    raises Preempted; set during the final evaluation, it lets the run finish.
+    """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env_kwargs = cfg.env.keywords()
@@ -307,13 +321,18 @@ def train(cfg: Config) -> dict:
                                     sps=f"{record['sps']:.0f}", ups=f"{record['ups']:.1f}")
                 window = _Window(start_env_steps=counters["env_steps"],
                                  start_updates=counters["updates"])
-            if counters["updates"] - last_saved >= cfg.log.checkpoint_interval or done:
+            # Between two steps the state is whole: a stop request is checkpointed here.
+            stopping = stop is not None and stop.is_set()
+            if (counters["updates"] - last_saved >= cfg.log.checkpoint_interval or done
+                    or stopping):
                 _check_finite(window, checkpointer)
                 # For the record (and tests): transitions ever stored, equal to env_steps.
                 checkpointer.save(counters["env_steps"], state=state, replay=replay,
                                   counters=counters | {"replay_written": int(replay.written)
                                                        * cfg.env.num_envs})
                 last_saved = counters["updates"]
+            if stopping:
+                raise Preempted(counters["env_steps"])
 
         bar.close()
         env.close()
@@ -355,11 +374,15 @@ def _check_finite(window: _Window, checkpointer) -> dict:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             step = window.start_updates + int(bad[0]) + 1
-            raise NonFiniteLossError(
-                f"{key} became {values[bad[0]]} at update {step}; the last good checkpoint "
-                f"is at env step {checkpointer.latest_step()} in {checkpointer.directory} "
-                "(lower --optim.learning-rate or --optim.max-grad-norm and rerun to resume)"
-            )
+            last = checkpointer.latest_step()
+            # A resume must keep the optimiser settings, so changing them needs a new logdir.
+            where = (f"the last good checkpoint is at env step {last} in "
+                     f"{checkpointer.directory} (the same command resumes from it); to lower "
+                     "--optim.learning-rate or --optim.max-grad-norm use a new --logdir"
+                     if last is not None else
+                     f"there is no checkpoint yet in {checkpointer.directory}; lower "
+                     "--optim.learning-rate or --optim.max-grad-norm and rerun")
+            raise NonFiniteLossError(f"{key} became {values[bad[0]]} at update {step}; {where}")
     return stacked
 
 

@@ -1,4 +1,8 @@
-"""The contracts every environment kind implements: EnvSpec, Step, VectorEnv, EnvError."""
+"""The contracts every environment kind implements: EnvSpec, Step, VectorEnv, EnvError.
+
+VectorEnv checks what every env hands out (observations against the spec, finite
+rewards), so bad data from any env kind is refused where it enters training or evaluation.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ MODES = ("train", "eval")
 
 class EnvError(ValueError):
     """A bad ENV name or an unsupported environment; the message is one line naming the fix."""
+
+
+class EnvDataError(EnvError):
+    """An observation or reward that breaks the env's spec (NaN/inf, dtype, shape); the
+    message names the env, the env index, the step and the field."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,10 @@ class Step(NamedTuple):
 class VectorEnv(abc.ABC):
     """N copies of one environment stepped in lockstep, with same-step autoreset.
 
-    Subclasses implement `_reset` and `_step`; this class keeps the episode statistics and
-    turns life losses into training terminals. The seed is used by the first `reset()`;
-    later episodes continue each copy's own random stream, so runs are reproducible.
+    Subclasses implement `_reset` and `_step`; this class keeps the episode statistics,
+    turns life losses into training terminals and refuses bad data (EnvDataError). The seed
+    is used by the first `reset()`; later episodes continue each copy's own random stream,
+    so runs are reproducible.
     """
 
     def __init__(self, spec: EnvSpec, *, num_envs: int, mode: str):
@@ -94,6 +104,7 @@ class VectorEnv(abc.ABC):
         self._life_loss_terminal = mode == "train"
         self._return = np.zeros(num_envs, np.float32)  # [N] raw return so far
         self._length = np.zeros(num_envs, np.int32)  # [N] agent steps so far
+        self._steps = 0  # step() calls since reset(), for error messages
         self._started = False
 
     @property
@@ -108,8 +119,11 @@ class VectorEnv(abc.ABC):
         """Starts new episodes in all copies; returns obs [N, stack, *frame_shape]."""
         self._return[:] = 0
         self._length[:] = 0
+        self._steps = 0
         self._started = True
-        return self._reset()
+        obs = self._reset()
+        self._check(obs)
+        return obs
 
     def step(self, actions: np.ndarray) -> Step:
         if not self._started:
@@ -121,6 +135,8 @@ class VectorEnv(abc.ABC):
         if actions.min() < 0 or actions.max() >= self.num_actions:
             raise ValueError(f"actions must lie in [0, {self.num_actions}), got {actions}")
         obs, reward, terminated, truncated, life_loss = self._step(actions.astype(np.int32))
+        self._steps += 1
+        self._check(obs, reward)
         self._return += reward
         self._length += 1
         done = terminated | truncated
@@ -131,6 +147,43 @@ class VectorEnv(abc.ABC):
         train_terminal = terminated | (life_loss & self._life_loss_terminal)  # [N] bool
         return Step(obs, reward, terminated, truncated, train_terminal, episode_return,
                     episode_length)
+
+    def _check(self, obs: np.ndarray, reward: np.ndarray | None = None) -> None:
+        """Raises EnvDataError unless obs is [N, stack, *frame_shape] of the spec's dtype,
+        its newest frames finite, and reward [N] finite numbers. Only the newest frames:
+        the older ones were checked when they came in."""
+        expected = (self.num_envs, self.spec.stack, *self.spec.frame_shape)
+        if not isinstance(obs, np.ndarray) or obs.shape != expected:
+            shape = getattr(obs, "shape", type(obs).__name__)
+            raise self._bad("observation", f"has shape {shape}, the spec says {expected}")
+        if obs.dtype != np.dtype(self.spec.frame_dtype):
+            rule = " (images are uint8, 0..255)" if self.spec.is_image else ""
+            raise self._bad("observation",
+                            f"has dtype {obs.dtype}, the spec says {self.spec.frame_dtype}{rule}")
+        if obs.dtype.kind == "f":
+            self._check_finite("observation", obs[:, -1].reshape(self.num_envs, -1))
+        if reward is None:
+            return
+        if (not isinstance(reward, np.ndarray) or reward.shape != (self.num_envs,)
+                or reward.dtype.kind not in "iuf"):
+            described = (f"{reward.shape} {reward.dtype}" if isinstance(reward, np.ndarray)
+                         else type(reward).__name__)
+            raise self._bad("reward", f"is {described}, not [{self.num_envs}] numbers")
+        self._check_finite("reward", reward[:, None])
+
+    def _check_finite(self, field: str, values: np.ndarray) -> None:
+        """values: [N, D]; names the first env index holding a NaN or inf."""
+        finite = np.isfinite(values)
+        if not finite.all():
+            index = int(np.flatnonzero(~finite.all(axis=1))[0])
+            bad = values[index][~finite[index]][0]
+            verb = "is" if values.shape[1] == 1 else "holds"
+            raise self._bad(field, f"{verb} {bad} (must be finite)", index=index)
+
+    def _bad(self, field: str, problem: str, *, index: int | None = None) -> EnvDataError:
+        where = f"env index {index}, " if index is not None else ""
+        return EnvDataError(f"env {self.spec.name}, {where}step {self._steps}: {field} "
+                            f"{problem}; fix the env (or wrap it) so it returns valid data")
 
     @abc.abstractmethod
     def close(self) -> None:
