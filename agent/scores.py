@@ -54,7 +54,8 @@ def atari_game(name: str) -> str | None:
     Accepts the forms people type: "pong", "Pong", "ALE/Pong-v5", "atari:pong",
     "PongNoFrameskip-v4", "ms_pacman", "MsPacman", ...
     """
-    base = re.split(r"[:/]", name.strip())[-1]  # drop "ALE/" or "atari:" prefixes
+    # Only Atari's own prefixes: "MinAtar/Breakout-v1" is another game.
+    base = re.sub(r"^(gym:|atari:|ALE/)*", "", name.strip())
     base = re.sub(r"-v\d+$", "", base)
     base = re.sub(r"(NoFrameskip|Deterministic)$", "", base)
     return _BY_SQUASHED.get(re.sub(r"[^a-z0-9]", "", base.lower()))

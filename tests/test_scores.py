@@ -26,6 +26,8 @@ def test_the_26_games_in_csv_order():
         ("catch", None),
         ("CartPole-v1", None),
         ("pongg", None),
+        ("MinAtar/Breakout-v1", None),
+        ("examples/breakout.py:Breakout", None),
     ],
 )
 def test_atari_game_name_forms(name, expected):
