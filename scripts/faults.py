@@ -2,15 +2,18 @@
 and checks that nothing was lost or done twice.
 
     .venv/bin/python scripts/faults.py [--kills 20] [--env-steps 600] [--seed 0] [--logdir DIR]
+        [-- MORE TRAIN FLAGS]
 
 Each cycle starts the same `dreamzero train --preset smoke` command on the same run
 directory and kills its process group at a random moment: for each kill a random env step
 of the run is drawn, and the kill comes a random fraction of a checkpoint interval after
 the run has checkpointed past it (so mid-step, mid-update or mid-write); when the run
 already stands past it, the kill comes at a random moment of the start-up (imports,
-compilation, restore). After the last kill the run is left to finish. Checked then:
+compilation, restore), at the latest when the rerun writes its first checkpoint. No run
+gets within a checkpoint interval of the end before its kill. After the last kill the run
+is left to finish. Checked then:
 
-- every rerun resumed from at least the newest checkpoint complete before its kill;
+- every rerun resumed from the newest checkpoint complete before its kill;
 - the final counters equal the asked env steps (and the updates they imply), and the
   replay was written exactly once per env step (the checkpoint's `replay_written`);
 - metrics.jsonl's env_steps strictly increase, one line per log interval;
@@ -35,17 +38,16 @@ import time
 from pathlib import Path
 
 from agent import config as config_lib
+from agent.cli import parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
-LOG_INTERVAL = 100
-CHECKPOINT_INTERVAL = 10  # updates
 
 
-def train_command(logdir: Path, env_steps: int, seed: int) -> list[str]:
-    return [sys.executable, "-m", "agent.cli", "train", "--preset", "smoke",
-            "--env-steps", str(env_steps), "--seed", str(seed), "--logdir", str(logdir),
-            "--log.log-interval", str(LOG_INTERVAL),
-            "--log.checkpoint-interval", str(CHECKPOINT_INTERVAL), "--log.progress", "False"]
+def train_args(logdir: Path, env_steps: int, seed: int, extra: list[str]) -> list[str]:
+    """`dreamzero train` flags: a smoke run checkpointing often; `extra` may override."""
+    return ["--preset", "smoke", "--env-steps", str(env_steps), "--seed", str(seed),
+            "--logdir", str(logdir), "--log.log-interval", "100",
+            "--log.checkpoint-interval", "10", "--log.progress", "False", *extra]
 
 
 def checkpoint_steps(logdir: Path) -> list[int]:
@@ -81,10 +83,11 @@ class _Pace:
     interval: float = 2.0
 
 
-def kill_cycle(command: list[str], logdir: Path, out: Path, *, target: float,
+def kill_cycle(command: list[str], logdir: Path, out: Path, *, target: float, last: float,
                rng: random.Random, pace: _Pace) -> tuple[bool, int | None, str | None]:
     """Starts the run (output to `out` and its .err) and SIGKILLs it at a random moment
-    (see the module docstring).
+    (see the module docstring), at the latest once it has checkpointed past `last`, so
+    that no run finishes before its kill.
 
     Returns (killed during start-up, env step it resumed at, failure or None).
     """
@@ -104,7 +107,9 @@ def kill_cycle(command: list[str], logdir: Path, out: Path, *, target: float,
             else:
                 pace.interval = min(pace.interval, now - changed)
             first, newest, changed = False, steps[-1], now
-            if kill_at is None and newest >= target:
+            if at_startup or newest >= last:
+                kill_at = now
+            elif kill_at is None and newest >= target:
                 kill_at = now + rng.uniform(0, pace.interval)
         if kill_at is not None and now >= kill_at:
             os.killpg(process.pid, signal.SIGKILL)
@@ -136,7 +141,8 @@ def check_finished(logdir: Path, logs: Path, cfg: config_lib.Config) -> tuple[li
               ] if metrics.exists() else []
     if any(b <= a for a, b in zip(logged, logged[1:], strict=False)):
         failures.append(f"metrics.jsonl env_steps not strictly increasing: {logged}")
-    if logged != list(range(LOG_INTERVAL, env_steps + 1, LOG_INTERVAL)):
+    interval = cfg.log.log_interval
+    if logged != list(range(interval, env_steps + 1, interval)):
         failures.append(f"metrics.jsonl env_steps {logged}, not one per log interval")
     path = logdir / "eval.json"
     evaluated = json.loads(path.read_text()).get("env_steps") if path.exists() else None
@@ -153,15 +159,15 @@ def check_finished(logdir: Path, logs: Path, cfg: config_lib.Config) -> tuple[li
     return failures, summary
 
 
-def run(kills: int, env_steps: int, seed: int, logdir: Path) -> int:
-    cfg = config_lib.smoke()
-    cfg = dataclasses.replace(cfg, seed=seed,
-                              train=dataclasses.replace(cfg.train, env_steps=env_steps))
+def run(kills: int, seed: int, logdir: Path, args: list[str]) -> int:
+    """`args`: the `dreamzero train` flags of the run."""
+    cfg = parse_train_args(args)
+    env_steps = cfg.train.env_steps
     rng = random.Random(seed)
     # Short of the end by one checkpoint interval, so that no run finishes before its kill.
-    interval_steps = CHECKPOINT_INTERVAL * env_steps / cfg.total_updates
-    targets = sorted(rng.uniform(0, env_steps - interval_steps) for _ in range(kills))
-    command = train_command(logdir, env_steps, seed)
+    last = env_steps - cfg.log.checkpoint_interval * env_steps / cfg.total_updates
+    targets = sorted(rng.uniform(0, last) for _ in range(kills))
+    command = [sys.executable, "-m", "agent.cli", "train", *args]
     logs = logdir.parent / f"{logdir.name}-logs"
     logs.mkdir(parents=True)
     pace, failures, resumed, at_startup = _Pace(), [], [], 0
@@ -169,7 +175,8 @@ def run(kills: int, env_steps: int, seed: int, logdir: Path) -> int:
     for i, target in enumerate(targets):
         launched = time.perf_counter()
         startup, resumed_at, failure = kill_cycle(command, logdir, logs / f"kill{i + 1}.out",
-                                                  target=target, rng=rng, pace=pace)
+                                                  target=target, last=last, rng=rng,
+                                                  pace=pace)
         at_startup += startup
         resumed += [resumed_at] if resumed_at is not None else []
         print(f"kill {i + 1}/{kills}: {time.perf_counter() - launched:5.1f} s after launch"
@@ -213,11 +220,13 @@ def main() -> int:
     parser.add_argument("--logdir", type=Path, default=None,
                         help="run directory (default: a fresh temporary one); its logs go "
                              "next to it, in LOGDIR-logs")
+    parser.add_argument("extra", nargs="*", help="after --: more `dreamzero train` flags")
     args = parser.parse_args()
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="dreamzero-faults-")) / "run"
     if logdir.exists():
         parser.error(f"{logdir} exists: the check needs a fresh run directory")
-    return run(args.kills, args.env_steps, args.seed, logdir)
+    return run(args.kills, args.seed, logdir,
+               train_args(logdir, args.env_steps, args.seed, args.extra))
 
 
 if __name__ == "__main__":

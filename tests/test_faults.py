@@ -4,7 +4,6 @@ Unreadable checkpoints, a failed checkpoint write, SIGTERM, SIGKILL at random mo
 bad data from an env, an exception in an env, and directories that are not usable runs.
 """
 
-import dataclasses
 import errno
 import json
 import os
@@ -26,18 +25,21 @@ from agent import config as config_lib
 from agent import evaluate
 from agent import train as train_lib
 from agent.checkpoint import Checkpointer, write_config
-from agent.cli import main
+from agent.cli import main, parse_train_args
 from agent.envs import make_env
 from agent.envs.base import EnvDataError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTY_ENV = Path(__file__).with_name("faulty_env.py")
-ENV_STEPS = 200  # as scripts/faults.py is run below, so they share compiled programs
+ENV_STEPS = 200
+# Fewer updates than the preset's (they take most of a smoke run's time), each run checkpointed
+# four times. scripts/faults.py runs with the same, so every run shares compiled programs.
+FAST = ["--train.replay-ratio", "0.1", "--log.checkpoint-interval", "5"]
 
 
-def _train_args(logdir: Path, *extra: str) -> list[str]:
+def _train_args(logdir: Path) -> list[str]:
     return ["train", "--preset", "smoke", "--env-steps", str(ENV_STEPS), "--logdir",
-            str(logdir), "--log.checkpoint-interval", "10", "--log.progress", "False", *extra]
+            str(logdir), "--log.progress", "False", *FAST]
 
 
 def _checkpoint_steps(logdir: Path) -> list[int]:
@@ -51,8 +53,7 @@ def _saved_counters(logdir: Path) -> dict:
 
 
 def _assert_finished_exactly(logdir: Path) -> None:
-    cfg = config_lib.smoke()
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, env_steps=ENV_STEPS))
+    cfg = parse_train_args(_train_args(logdir)[1:])
     counters = _saved_counters(logdir)
     assert (counters["env_steps"], counters["replay_written"], counters["updates"]) == (
         ENV_STEPS, ENV_STEPS, cfg.total_updates)
@@ -71,11 +72,12 @@ def killed_run(tmp_path_factory):
     """A smoke run killed with SIGKILL three times at random moments, then finished."""
     logdir = tmp_path_factory.mktemp("kills") / "run"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "faults.py"), "--kills", "3",
-                           "--env-steps", str(ENV_STEPS), "--logdir", str(logdir)],
+                           "--env-steps", str(ENV_STEPS), "--logdir", str(logdir), "--", *FAST],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     return logdir, done
 
 
+@pytest.mark.xdist_group("killed_run")
 def test_random_kills_lose_nothing(killed_run):
     logdir, done = killed_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -83,6 +85,7 @@ def test_random_kills_lose_nothing(killed_run):
     _assert_finished_exactly(logdir)
 
 
+@pytest.mark.xdist_group("killed_run")
 def test_truncated_newest_checkpoint_resumes_from_the_older_one(killed_run, tmp_path):
     logdir = tmp_path / "run"
     shutil.copytree(killed_run[0], logdir)
@@ -102,6 +105,7 @@ def test_truncated_newest_checkpoint_resumes_from_the_older_one(killed_run, tmp_
     _assert_finished_exactly(logdir)
 
 
+@pytest.mark.xdist_group("killed_run")
 def test_no_readable_checkpoint_stops_in_one_line(killed_run, tmp_path, capsys):
     logdir = tmp_path / "run"
     shutil.copytree(killed_run[0], logdir)
