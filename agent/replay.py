@@ -146,15 +146,26 @@ def sample(replay: Replay, rng, *, batch_size: int, lookahead: int, alpha: float
     valid = (times >= jnp.maximum(oldest, 0)) & (times <= replay.written - 1 - lookahead)
     scores = jnp.where(valid[None, :], replay.priorities**alpha, 0.0)  # [N, L]
     probs = (scores / jnp.sum(scores)).reshape(-1)
-    # Gumbel-max over log-probabilities, not jax.random.choice's inverse CDF: XLA's
-    # parallel cumsum can rise across zero-probability entries, so an unwritten step could
-    # be drawn (about once in 10^7 draws here) and its weight 1 / p made the loss NaN.
-    flat = jax.random.categorical(rng, jnp.log(probs), shape=(batch_size,))
+    flat = _draw(rng, probs, batch_size)
     rows, columns = jnp.divmod(flat, replay.length)
     count = jnp.sum(valid) * replay.num_envs
     weights = (count * probs[flat]) ** (-beta)
     return Sample(rows=rows.astype(jnp.int32), times=times[columns].astype(jnp.int32),
                   weights=weights / jnp.max(weights))
+
+
+def _draw(rng, probs, num: int) -> jax.Array:
+    """`num` indices drawn with probabilities `probs` [M]; never one whose probability is 0.
+
+    Inverse CDF on a CDF made flat across zero-probability entries: XLA's parallel cumsum
+    can rise there by rounding, and plain inverse-CDF sampling (jax.random.choice) then
+    drew an unwritten step about once in 10^7 draws, whose weight 1 / p made the loss NaN.
+    With the flat CDF the first entry above a draw always has p > 0. O(M + num log M); a
+    Gumbel-max draw costs num x M random numbers (most of an update at batch 32)."""
+    cdf = jax.lax.cummax(jnp.where(probs > 0, jnp.cumsum(probs), 0.0))  # [M]
+    u = jax.random.uniform(rng, (num,)) * cdf[-1]
+    # argmax: the first entry at the CDF's top has p > 0 (a draw rounded up to the top).
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), jnp.argmax(cdf))
 
 
 def gather_stacks(replay: Replay, rows, times, *, stack: int) -> jax.Array:
