@@ -10,12 +10,12 @@ from agent.config import SearchConfig
 
 def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0) -> dict:
     """Keyword arguments of `search.plan`; `greedy` drops all exploration (evaluation)."""
-    kwargs = dict(num_simulations=cfg.num_simulations, kind=cfg.kind)
+    kwargs = dict(num_simulations=cfg.num_simulations, kind=cfg.kind,
+                  qtransform=cfg.qtransform, min_q_range=cfg.min_q_range)
     if cfg.kind == "gumbel":
         kwargs.update(
             gumbel_scale=0.0 if greedy else cfg.gumbel_scale,
             max_num_considered_actions=cfg.max_num_considered_actions,
-            min_q_range=cfg.min_q_range,
         )
     else:
         kwargs.update(
@@ -24,7 +24,6 @@ def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0) ->
             dirichlet_alpha=cfg.dirichlet_alpha,
             pb_c_init=cfg.pb_c_init,
             pb_c_base=cfg.pb_c_base,
-            qtransform=cfg.qtransform,
         )
     return kwargs
 

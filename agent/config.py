@@ -49,8 +49,8 @@ class SearchConfig:
     num_simulations: int = 50
     """Simulations per search, for acting and for reanalysis."""
     qtransform: Literal["minmax", "default"] = "minmax"
-    """muzero only: `minmax` normalises Q over the whole tree (EfficientZero), `default`
-    over parent and siblings (mctx)."""
+    """The range Q-values are normalised by: `minmax` the whole tree's (EfficientZero, and
+    EfficientZero-V2 for gumbel), `default` the node's own (mctx)."""
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
     pb_c_init: float = 1.25
@@ -59,9 +59,9 @@ class SearchConfig:
     """gumbel only: actions sampled at the root for sequential halving."""
     gumbel_scale: float = 1.0
     """gumbel only: scale of the root Gumbel noise while acting (0 at evaluation)."""
-    min_q_range: float = 1e-8
-    """gumbel only: smallest range (in return units) the completed Q-values are rescaled
-    by before they sharpen the policy target (mctx: 1e-8, i.e. any spread counts)."""
+    min_q_range: float = 0.01
+    """Smallest range (in return units) Q-values are divided by (EfficientZero's 0.01;
+    mctx's 1e-8 lets any spread of noise count in full)."""
 
 
 @dataclasses.dataclass(frozen=True)

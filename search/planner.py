@@ -95,7 +95,7 @@ def plan(
     pb_c_base: float = 19652.0,
     max_num_considered_actions: int = 16,
     qtransform: Literal["default", "minmax"] = "default",
-    min_q_range: float = 1e-8,
+    min_q_range: float = 0.01,
     max_depth: int | None = None,
 ) -> PlanOutput:
     """Searches from a batch of roots and returns actions and policy targets.
@@ -123,23 +123,26 @@ def plan(
       pb_c_init: muzero only; pUCT c1.
       pb_c_base: muzero only; pUCT c2.
       max_num_considered_actions: gumbel only; actions sampled at the root.
-      qtransform: muzero only; "default" normalises Q by the node and its
-        siblings (mctx), "minmax" by the whole tree (EfficientZero).
-      min_q_range: gumbel only; the smallest Q range that the completed Q-values are
-        rescaled by. mctx's default (1e-8) stretches any spread to [0, 1], so
-        early noise of 0.01 in an untrained model's values becomes a near one-hot
-        policy target; a floor in return units keeps small differences small.
+      qtransform: the range Q-values are normalised by: "default" the node's own
+        (mctx: parent and siblings for pUCT, the completed Q-values for Gumbel),
+        "minmax" the whole tree's (EfficientZero; EfficientZero-V2 for Gumbel).
+      min_q_range: the smallest range Q-values are divided by, in return units
+        (EfficientZero's 0.01), so that noise in a nearly flat tree is not
+        stretched into strong preferences.
       max_depth: maximum depth of a simulation; None for `num_simulations`.
 
     Returns:
       A `PlanOutput`.
     """
     if kind == "gumbel":
-        if qtransform != "default":
-            raise ValueError(
-                f"qtransform={qtransform!r} is for kind='muzero'; gumbel search uses "
-                "mctx's completed-by-mix-value transform, pass qtransform='default'"
-            )
+        transforms = {
+            "default": functools.partial(mctx.qtransform_completed_by_mix_value,
+                                         epsilon=min_q_range),
+            "minmax": functools.partial(qtransforms.qtransform_completed_by_tree_min_max,
+                                        delta=min_q_range),
+        }
+        if qtransform not in transforms:
+            raise ValueError(f"qtransform={qtransform!r}; expected one of {sorted(transforms)}")
         out = mctx.gumbel_muzero_policy(
             params,
             rng,
@@ -150,14 +153,15 @@ def plan(
             max_depth=max_depth,
             max_num_considered_actions=max_num_considered_actions,
             gumbel_scale=gumbel_scale,
-            qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,
-                                         epsilon=min_q_range),
+            qtransform=transforms[qtransform],
         )
         action = out.action  # [B]
     elif kind == "muzero":
         transforms = {
-            "default": mctx.qtransform_by_parent_and_siblings,
-            "minmax": qtransforms.qtransform_by_tree_min_max,
+            "default": functools.partial(mctx.qtransform_by_parent_and_siblings,
+                                         epsilon=min_q_range),
+            "minmax": functools.partial(qtransforms.qtransform_by_tree_min_max,
+                                        delta=min_q_range),
         }
         if qtransform not in transforms:
             raise ValueError(f"qtransform={qtransform!r}; expected one of {sorted(transforms)}")

@@ -271,6 +271,45 @@ def test_minmax_qtransform_in_unit_interval():
     assert np.ptp(scores[expanded]) > 0.5
 
 
+def test_completed_minmax_qtransform_pinned():
+    # Root 0 -a0-> node 1, root 0 -a1-> node 2, a2 unvisited; discount 1, uniform prior.
+    # Visited Q: 1.0 + 1.0 = 2.0 and 0.0 + 1.02 = 1.02; the tree spans [-1, 2] (node 3).
+    tree = _tree(
+        node_values=[0.5, 1.0, 1.02, -1.0],
+        node_visits=[3, 1, 1, 1],
+        children_visits=[[1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]],
+        children_rewards=[[1.0, 0.0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]],
+        children_values=[[1.0, 1.02, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]],
+        discount=1.0,
+    )
+    # The unvisited action takes the mixed value (0.5 + 2 * (2.0 + 1.02) / 2) / 3; all are
+    # divided by the tree's range 3 after subtracting its min, then scaled by (50 + 1) / 10.
+    mixed = (0.5 + 2 * (2.0 + 1.02) / 2) / 3
+    expected = (np.array([2.0, 1.02, mixed]) + 1) / 3 * 5.1
+    scores = search.qtransform_completed_by_tree_min_max(tree, jnp.int32(0))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    # mctx's transform stretches the root's own completed Q-values to [0, 1] instead.
+    np.testing.assert_allclose(mctx.qtransform_completed_by_mix_value(tree, jnp.int32(0)),
+                               (np.array([2.0, 1.02, mixed]) - 1.02) / 0.98 * 5.1, rtol=1e-5)
+
+
+def test_completed_minmax_keeps_alike_siblings_alike():
+    # Two root actions whose Q differ by 0.002 of noise: mctx's per-node rescaling makes
+    # that the whole scale (a 5.1-logit preference); the tree's range or the floor does not.
+    tree = _tree(
+        node_values=[0.0, 0.001, -0.001],
+        node_visits=[3, 1, 1],
+        children_visits=[[1, 1], [0, 0], [0, 0]],
+        children_rewards=[[0.0, 0.0]] * 3,
+        children_values=[[0.001, -0.001], [0, 0], [0, 0]],
+        discount=1.0,
+    )
+    per_node = mctx.qtransform_completed_by_mix_value(tree, jnp.int32(0))
+    assert float(per_node[0] - per_node[1]) == pytest.approx(5.1, rel=1e-5)
+    floored = search.qtransform_completed_by_tree_min_max(tree, jnp.int32(0), delta=0.01)
+    assert float(floored[0] - floored[1]) == pytest.approx(5.1 * 0.002 / 0.01, rel=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["gumbel", "muzero"])
 def test_invalid_actions_never_chosen(kind):
     # Row 0 forbids the rewarding action 2; row 1 allows only actions 1 and 3.
@@ -334,7 +373,7 @@ def test_dirichlet_noise_only_when_fraction_positive():
 def test_bad_options_raise():
     states = jnp.zeros(1, jnp.int32)
     with pytest.raises(ValueError, match="qtransform"):
-        _plan_tables(_golden_params(), _key(0), states, kind="gumbel", qtransform="minmax")
+        _plan_tables(_golden_params(), _key(0), states, kind="gumbel", qtransform="maxmin")
     with pytest.raises(ValueError, match="kind"):
         _plan_tables(_golden_params(), _key(0), states, kind="alphazero")
 
@@ -439,7 +478,8 @@ def test_value_prefix_rewards_along_deep_path(vector_model):
 
 @pytest.mark.parametrize(
     ("model", "kind", "qtransform"),
-    [("image_model", "gumbel", "default"), ("vector_model", "muzero", "minmax")],
+    [("image_model", "gumbel", "default"), ("vector_model", "muzero", "minmax"),
+     ("vector_model", "gumbel", "minmax")],
 )
 def test_plan_end_to_end_under_jit(model, kind, qtransform, request):
     _, graphdef, params = request.getfixturevalue(model)
