@@ -224,7 +224,7 @@ def hns_matrix(rows: list[dict]) -> tuple[np.ndarray, list[str], int]:
     return np.stack(columns, axis=1), [row["env"] for row in atari], left_out
 
 
-def _bootstrap(scores: np.ndarray, func, *, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap(scores: np.ndarray, func, *, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """rliable's stratified-bootstrap point estimate and 95% CI [2, ...] of func(scores)."""
     from rliable import library
     # rliable 1.2 draws the resampled run indices from NumPy's global RNG (its
@@ -251,7 +251,7 @@ def aggregate_hns(scores: np.ndarray, *, reps: int = 2000, seed: int = 0) -> dic
         "median": metrics.aggregate_median,
         "iqm": metrics.aggregate_iqm,
     }
-    point, (low, high) = _bootstrap(
+    point, (low, high) = bootstrap(
         scores,
         lambda x: np.array([f(x) for f in aggregators.values()]),
         reps=reps,
@@ -295,7 +295,7 @@ def plot_performance_profile(
     scores: np.ndarray, games: Sequence[str], path: Path, *, reps: int = 2000, seed: int = 0
 ) -> Path:
     """Fraction of runs with HNS > tau, with a 95% CI band, next to EfficientZero's."""
-    point, (low, high) = _bootstrap(scores, score_distribution, reps=reps, seed=seed)
+    point, (low, high) = bootstrap(scores, score_distribution, reps=reps, seed=seed)
     fig, (ax,) = _new_figure(figsize=(7, 4.5))
     ax.plot(_PROFILE_TAUS, point, lw=2, color="C0", label="dreamzero")
     ax.fill_between(_PROFILE_TAUS, low, high, color="C0", alpha=0.2)

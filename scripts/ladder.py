@@ -32,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # examples/ is not an installed package
+from agent import report  # noqa: E402
 from examples.grid_env import reached_goal  # noqa: E402
 
 REPS = 2000  # bootstrap replications, as in `dreamzero report`
@@ -129,24 +129,12 @@ def task_solved(summary: Summary) -> bool | None:
 def interval_estimates(scores: np.ndarray, *, reps: int = REPS,
                        seed: int = BOOTSTRAP_SEED) -> tuple[Estimate, Estimate]:
     """Mean and IQM of scores [seeds, 1] with 95% stratified-bootstrap CIs."""
-    from rliable import library, metrics
+    from rliable import metrics
 
     def mean_and_iqm(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)])
 
-    # rliable 1.2 draws its resampled indices from NumPy's global RNG: seed it, then restore.
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with warnings.catch_warnings():
-            # arch deprecates the RandomState that rliable passes on; it still works.
-            warnings.simplefilter("ignore", FutureWarning)
-            points, intervals = library.get_interval_estimates(
-                {"task": scores}, mean_and_iqm, reps=reps,
-                random_state=np.random.RandomState(seed))
-    finally:
-        np.random.set_state(saved)
-    point, ci = points["task"], intervals["task"]  # [2], [2 (low, high), 2]
+    point, ci = report.bootstrap(scores, mean_and_iqm, reps=reps, seed=seed)  # [2], [2, 2]
     mean, iqm = (Estimate(float(point[i]), float(ci[0, i]), float(ci[1, i])) for i in (0, 1))
     return mean, iqm
 
