@@ -230,6 +230,20 @@ class Checkpointer:
                 "the same command to resume") from error
 
 
+def saved_steps(run_dir: Path) -> list[int]:
+    """The run's complete checkpoints on disk, oldest first (orbax gives a step's directory
+    its number only once the write is done)."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+def saved_counters(run_dir: Path) -> dict:
+    """The counters (env steps, updates, replay_written, ...) of the newest checkpoint."""
+    step = saved_steps(run_dir)[-1]
+    return json.loads((Path(run_dir) / "checkpoints" / str(step) / "counters" / "metadata")
+                      .read_text())
+
+
 def _one_line(error: BaseException) -> str:
     """`Type: first line`, short enough for a one-line message."""
     lines = str(error).strip().splitlines()

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from agent import config as config_lib
+from agent.checkpoint import saved_counters, saved_steps
 from agent.cli import parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,17 +49,6 @@ def train_args(logdir: Path, env_steps: int, seed: int, extra: list[str]) -> lis
     return ["--preset", "smoke", "--env-steps", str(env_steps), "--seed", str(seed),
             "--logdir", str(logdir), "--log.log-interval", "100",
             "--log.checkpoint-interval", "10", "--log.progress", "False", *extra]
-
-
-def checkpoint_steps(logdir: Path) -> list[int]:
-    """Complete checkpoints: orbax renames a step's directory to its number when done."""
-    root = logdir / "checkpoints"
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
-
-
-def saved_counters(logdir: Path) -> dict:
-    step = checkpoint_steps(logdir)[-1]
-    return json.loads((logdir / "checkpoints" / str(step) / "counters" / "metadata").read_text())
 
 
 def _start(command: list[str], out: Path, err: Path) -> subprocess.Popen:
@@ -91,7 +81,7 @@ def kill_cycle(command: list[str], logdir: Path, out: Path, *, target: float, la
 
     Returns (killed during start-up, env step it resumed at, failure or None).
     """
-    before = checkpoint_steps(logdir)
+    before = saved_steps(logdir)
     newest = before[-1] if before else -1
     process = _start(command, out, out.with_suffix(".err"))
     launched = changed = time.perf_counter()
@@ -100,7 +90,7 @@ def kill_cycle(command: list[str], logdir: Path, out: Path, *, target: float, la
     first = True
     while process.poll() is None:
         now = time.perf_counter()
-        steps = checkpoint_steps(logdir)
+        steps = saved_steps(logdir)
         if steps and steps[-1] > newest:
             if first:
                 pace.startup = min(pace.startup, now - launched)
@@ -131,7 +121,7 @@ def check_finished(logdir: Path, logs: Path, cfg: config_lib.Config) -> tuple[li
     warned = sum(path.read_text().count("warning: checkpoint") for path in logs.glob("*.err"))
     if warned:
         failures.append(f"{warned} unreadable checkpoint(s) after SIGKILL")
-    counters = saved_counters(logdir) if checkpoint_steps(logdir) else {}
+    counters = saved_counters(logdir) if saved_steps(logdir) else {}
     expected = {"env_steps": env_steps, "updates": cfg.total_updates,
                 "replay_written": env_steps}
     failures += [f"final {key} {counters.get(key)} != {value}"
@@ -185,7 +175,7 @@ def run(kills: int, seed: int, logdir: Path, args: list[str]) -> int:
             failures.append(f"kill {i + 1}: {failure}")
             break
 
-    before = checkpoint_steps(logdir)
+    before = saved_steps(logdir)
     out = logs / "final.out"
     final = _start(command, out, out.with_suffix(".err"))
     final.wait()

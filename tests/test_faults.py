@@ -24,7 +24,7 @@ from faulty_env import BAD_STEP
 from agent import config as config_lib
 from agent import evaluate
 from agent import train as train_lib
-from agent.checkpoint import Checkpointer, write_config
+from agent.checkpoint import Checkpointer, saved_counters, saved_steps, write_config
 from agent.cli import main, parse_train_args
 from agent.envs import make_env
 from agent.envs.base import EnvDataError
@@ -42,19 +42,9 @@ def _train_args(logdir: Path) -> list[str]:
             str(logdir), "--log.progress", "False", *FAST]
 
 
-def _checkpoint_steps(logdir: Path) -> list[int]:
-    root = logdir / "checkpoints"
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
-
-
-def _saved_counters(logdir: Path) -> dict:
-    step = _checkpoint_steps(logdir)[-1]
-    return json.loads((logdir / "checkpoints" / str(step) / "counters" / "metadata").read_text())
-
-
 def _assert_finished_exactly(logdir: Path) -> None:
     cfg = parse_train_args(_train_args(logdir)[1:])
-    counters = _saved_counters(logdir)
+    counters = saved_counters(logdir)
     assert (counters["env_steps"], counters["replay_written"], counters["updates"]) == (
         ENV_STEPS, ENV_STEPS, cfg.total_updates)
     logged = [json.loads(line)["env_steps"]
@@ -89,7 +79,7 @@ def test_random_kills_lose_nothing(killed_run):
 def test_truncated_newest_checkpoint_resumes_from_the_older_one(killed_run, tmp_path):
     logdir = tmp_path / "run"
     shutil.copytree(killed_run[0], logdir)
-    older, newest = _checkpoint_steps(logdir)[-2:]
+    older, newest = saved_steps(logdir)[-2:]
     _truncate(logdir / "checkpoints" / str(newest) / "arrays" / "manifest.ocdbt")
     # In a subprocess: what orbax leaves behind a failed read goes to the real stderr.
     done = subprocess.run([sys.executable, "-m", "agent.cli", *_train_args(logdir)],
@@ -109,7 +99,7 @@ def test_truncated_newest_checkpoint_resumes_from_the_older_one(killed_run, tmp_
 def test_no_readable_checkpoint_stops_in_one_line(killed_run, tmp_path, capsys):
     logdir = tmp_path / "run"
     shutil.copytree(killed_run[0], logdir)
-    steps = _checkpoint_steps(logdir)
+    steps = saved_steps(logdir)
     for step in steps:
         _truncate(logdir / "checkpoints" / str(step) / "counters" / "metadata")
     assert main(_train_args(logdir)) == 2
@@ -117,7 +107,7 @@ def test_no_readable_checkpoint_stops_in_one_line(killed_run, tmp_path, capsys):
     assert line.startswith(f"dreamzero train: error: no readable checkpoint in {logdir}/")
     assert f"(the newest, at env step {steps[-1]}: JSONDecodeError: " in line
     assert "move that directory aside to start the run over, or use a new --logdir" in line
-    assert _checkpoint_steps(logdir) == steps  # nothing moved: the cause may be the code
+    assert saved_steps(logdir) == steps  # nothing moved: the cause may be the code
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
@@ -135,7 +125,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsy
     assert "failed (OSError: [Errno 28] No space left on device)" in line
     assert f"the one at env step {saved[0]} is intact" in line
     assert line.endswith("rerun the same command to resume")
-    assert _checkpoint_steps(tmp_path) == saved
+    assert saved_steps(tmp_path) == saved
     assert evaluate.load_run(tmp_path)[3] == saved[0]  # and it reads back
 
 
@@ -145,11 +135,11 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_finishes(tmp_path, c
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            cwd=ROOT)
     deadline = time.monotonic() + 300
-    while not _checkpoint_steps(logdir):
+    while not saved_steps(logdir):
         assert run.poll() is None, "the run ended before it could be stopped"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.1)
-    signalled_after = _checkpoint_steps(logdir)[-1]
+    signalled_after = saved_steps(logdir)[-1]
     run.send_signal(signal.SIGTERM)
     stderr = run.communicate(timeout=120)[1]
     assert run.returncode == 143, stderr[-2000:]
@@ -159,7 +149,7 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_finishes(tmp_path, c
     assert stopped, line
     stopped_at = int(stopped[1])
     assert signalled_after <= stopped_at < ENV_STEPS
-    assert _checkpoint_steps(logdir)[-1] == stopped_at  # nothing after the signal is lost
+    assert saved_steps(logdir)[-1] == stopped_at  # nothing after the signal is lost
 
     assert main(_train_args(logdir)) == 0
     assert f"resuming {logdir} at {stopped_at} env steps" in capsys.readouterr().out

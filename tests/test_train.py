@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from agent import config as config_lib
+from agent.checkpoint import saved_counters, saved_steps
 from agent.envs import make_env
 from agent.train import train, updates_due
 
@@ -29,35 +30,25 @@ def _train_command(logdir: Path) -> list[str]:
             "--log.progress", "False"]
 
 
-def _checkpoint_steps(logdir: Path) -> list[int]:
-    root = logdir / "checkpoints"
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
-
-
-def _saved_counters(logdir: Path) -> dict:
-    step = _checkpoint_steps(logdir)[-1]
-    return json.loads((logdir / "checkpoints" / str(step) / "counters" / "metadata").read_text())
-
-
 def test_killed_run_resumes_exactly(tmp_path):
     logdir = tmp_path / "run"
     first = subprocess.Popen(_train_command(logdir), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
-    while not any(s >= ENV_STEPS // 2 for s in _checkpoint_steps(logdir)):
+    while not any(s >= ENV_STEPS // 2 for s in saved_steps(logdir)):
         assert first.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint past half-way in time"
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    killed_at = _saved_counters(logdir)["env_steps"]
+    killed_at = saved_counters(logdir)["env_steps"]
     assert killed_at < ENV_STEPS and not (logdir / "eval.json").exists()
 
     second = subprocess.run(_train_command(logdir), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"resuming {logdir} at {killed_at} env steps" in second.stdout
 
-    counters = _saved_counters(logdir)
+    counters = saved_counters(logdir)
     cfg = config_lib.smoke()
     assert counters["env_steps"] == ENV_STEPS
     assert counters["replay_written"] == ENV_STEPS  # nothing stored twice, nothing lost
@@ -89,7 +80,7 @@ def test_interrupted_run_says_how_to_resume(tmp_path):
     run = subprocess.Popen(_train_command(logdir), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not _checkpoint_steps(logdir):
+    while not saved_steps(logdir):
         assert run.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.2)
@@ -98,7 +89,7 @@ def test_interrupted_run_says_how_to_resume(tmp_path):
     assert run.returncode == 130, stderr[-2000:]
     assert f"interrupted; rerun the same command to resume {logdir}" in stderr
     assert "Traceback" not in stderr
-    assert _saved_counters(logdir)["env_steps"] < ENV_STEPS
+    assert saved_counters(logdir)["env_steps"] < ENV_STEPS
 
 
 def test_training_loop_compiles_each_step_once(tmp_path, caplog):
