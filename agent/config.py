@@ -113,9 +113,11 @@ class TrainConfig:
     of the sequential search steps; then the gradient steps run in turn."""
     reanalyze_fraction: float = 0.99
     """Fraction of the batch whose policy targets are recomputed by search."""
-    value_target: Literal["nstep", "mixed"] = "nstep"
-    """`nstep`: bootstrapped n-step return; `mixed` (EfficientZero-V2): the stored search
-    value replaces the n-step return for data older than `mixed_value_age`."""
+    value_target: Literal["nstep", "search", "mixed"] = "nstep"
+    """`nstep`: n-step return bootstrapped from the target network's value; `search`:
+    bootstrapped from the reanalysis search's root value instead (MuZero Reanalyse; the
+    search then also runs on the bootstrap steps); `mixed` (EfficientZero-V2): the stored
+    search value replaces the n-step return for data older than `mixed_value_age`."""
     mixed_value_age: int = 20_000
     """Age in transitions beyond which `mixed` uses the stored search value."""
     offpolicy_correction: bool = True

@@ -4,8 +4,9 @@ target network (EfficientZero).
 - policy targets: one batched search over every root of the unroll (B x (K+1) roots);
   a `1 - reanalyze_fraction` share of samples keeps the policy stored when acting;
 - value targets: n-step returns bootstrapped from the target network's value of the
-  observation n steps ahead, with the horizon shortened for old data (off-policy
-  correction) or, as an option, EfficientZero-V2's mixed target;
+  observation n steps ahead (or, as an option, from the search's value there, MuZero
+  Reanalyse), with the horizon shortened for old data (off-policy correction) or, as an
+  option, EfficientZero-V2's mixed target;
 - reward targets: the real rewards, clipped; past a segment end all targets are the
   absorbing state's zeros and the step is masked for policy and consistency.
 """
@@ -82,8 +83,17 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     batch_size, span = steps.shape
     out = initial_inference(graphdef, target_params, obs.reshape(-1, *obs.shape[2:]))
     out = jax.tree.map(lambda x: x.reshape(batch_size, span, *x.shape[1:]), out)
+    # `search` bootstraps from the search value, so the search runs on every step of the
+    # window; otherwise only on the unroll's roots (steps 0..K).
+    searched = span if t.value_target == "search" else unroll + 1
+    search_rng, choose_rng = jax.random.split(rng)
+    roots = jax.tree.map(lambda x: x[:, :searched].reshape(-1, *x.shape[2:]), out)
+    plan = search.plan(target_params, search_rng, search.root_from_output(roots), recurrent_fn,
+                       **plan_kwargs(cfg.search, greedy=False))
     ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
-    bootstrap = jnp.take_along_axis(out.value, ahead, axis=1)
+    step_values = (plan.root_value.reshape(batch_size, span) if t.value_target == "search"
+                   else out.value)  # [B, K+td+1]
+    bootstrap = jnp.take_along_axis(step_values, ahead, axis=1)
     values = nstep_values(rewards, alive, bootstrap, horizon, unroll=unroll, td_steps=td,
                           discount=t.discount)
     if t.value_target == "mixed":
@@ -91,11 +101,7 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
         values = jnp.where((age > t.mixed_value_age)[:, None], stored * alive[:, : unroll + 1],
                            values)
 
-    search_rng, choose_rng = jax.random.split(rng)
-    roots = jax.tree.map(lambda x: x[:, : unroll + 1].reshape(-1, *x.shape[2:]), out)
-    fresh = search.plan(target_params, search_rng, search.root_from_output(roots), recurrent_fn,
-                        **plan_kwargs(cfg.search, greedy=False)).action_weights
-    fresh = fresh.reshape(batch_size, unroll + 1, num_actions)
+    fresh = plan.action_weights.reshape(batch_size, searched, num_actions)[:, : unroll + 1]
     stored = replay_lib.window(replay.policies, rows, times, unroll + 1)  # [B, K+1, A]
     reanalysed = jax.random.uniform(choose_rng, times.shape) < t.reanalyze_fraction
     policies = jnp.where(reanalysed[:, None, None], fresh, stored)

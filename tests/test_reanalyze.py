@@ -57,15 +57,17 @@ def test_td_horizon_shrinks_with_age(age, expected):
     )
 
 
-def test_make_batch_targets_match_a_direct_computation_per_sample():
-    """Pins make_batch (one representation pass for roots and bootstraps) to the
-    definitions: n-step returns over the real rewards plus the target network's value of
-    the stacked observation `horizon` steps ahead, and the search's policy at each root."""
+UNROLL, TD, STACK, NUM_ENVS, STEPS = 5, 5, 2, 2, 40
+
+
+def _window_setup(value_target: str):
+    """A smoke model, a replay of STEPS random steps per env and a sample of 4 windows."""
     cfg = config_lib.preset("smoke")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False,
+        value_target=value_target,
         env_steps=100))  # the TD horizon shrinks by one every 30 transitions of age
-    unroll, td, stack, num_envs, steps = 5, 5, 2, 2, 40
+    stack, num_envs, steps = STACK, NUM_ENVS, STEPS
     graphdef, params = make_model(cfg.model, (10, 10, stack), 3, seed=0)
     replay = replay_lib.init(num_envs=num_envs, capacity=200, frame_shape=(10, 10, 1),
                              frame_dtype=jnp.uint8, num_actions=3)
@@ -88,6 +90,16 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
                                            stack=stack)
         return replay_lib.merge_stack(stacked, is_image=True)[0]
 
+    return cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch, observation
+
+
+def test_make_batch_targets_match_a_direct_computation_per_sample():
+    """Pins make_batch (one representation pass for roots and bootstraps) to the
+    definitions: n-step returns over the real rewards plus the target network's value of
+    the stacked observation `horizon` steps ahead, and the search's policy at each root."""
+    (cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch,
+     observation) = _window_setup("nstep")
+    unroll, td, steps, num_envs = UNROLL, TD, STEPS, NUM_ENVS
     ages = (steps - 1 - times) * num_envs
     horizons = td_horizon(ages, td_steps=td, env_steps=cfg.train.env_steps, correct=True)
     assert sorted(set(np.asarray(horizons).tolist())) == [3, 4, 5]  # old data: shorter
@@ -108,3 +120,28 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
                          recurrent_fn, **plan_kwargs(cfg.search, greedy=False)).action_weights
     np.testing.assert_allclose(np.asarray(batch.target_policies).reshape(policy.shape),
                                np.asarray(policy), atol=1e-5)
+
+
+def test_search_value_target_bootstraps_from_the_search_value():
+    """`value_target="search"`: the bootstrap is the root value of the same reanalysis
+    search, run over every step of the window (roots first, then the steps past them)."""
+    (cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch,
+     observation) = _window_setup("search")
+    span = UNROLL + TD + 1
+    window = jnp.stack([observation(row, time + j) for row, time in
+                        zip(rows.tolist(), times.tolist(), strict=True) for j in range(span)])
+    plan = search.plan(params, jax.random.split(rng)[0],
+                       search.model_root(graphdef, params, window), recurrent_fn,
+                       **plan_kwargs(cfg.search, greedy=False))
+    values = np.asarray(plan.root_value).reshape(4, span)
+    ages = (STEPS - 1 - times) * NUM_ENVS
+    horizons = td_horizon(ages, td_steps=TD, env_steps=cfg.train.env_steps, correct=True)
+    expected = np.zeros((4, UNROLL + 1))
+    for b, (row, time, h) in enumerate(zip(rows.tolist(), times.tolist(), horizons.tolist(),
+                                           strict=True)):
+        for k in range(UNROLL + 1):
+            expected[b, k] = sum(0.9**i * rewards[time + k + i, row] for i in range(h))
+            expected[b, k] += 0.9**h * values[b, k + h]
+    np.testing.assert_allclose(np.asarray(batch.target_values), expected, rtol=1e-5, atol=1e-5)
+    policies = np.asarray(plan.action_weights).reshape(4, span, -1)[:, : UNROLL + 1]
+    np.testing.assert_allclose(np.asarray(batch.target_policies), policies, atol=1e-5)
