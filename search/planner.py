@@ -12,6 +12,14 @@ import mctx
 import world_model
 from search import qtransforms
 
+# (kind, qtransform) -> the mctx qtransform and the name of its range-floor argument.
+_QTRANSFORMS = {
+    ("gumbel", "default"): (mctx.qtransform_completed_by_mix_value, "epsilon"),
+    ("gumbel", "minmax"): (qtransforms.qtransform_completed_by_tree_min_max, "delta"),
+    ("muzero", "default"): (mctx.qtransform_by_parent_and_siblings, "epsilon"),
+    ("muzero", "minmax"): (qtransforms.qtransform_by_tree_min_max, "delta"),
+}
+
 
 @chex.dataclass(frozen=True)
 class PlanOutput:
@@ -134,15 +142,13 @@ def plan(
     Returns:
       A `PlanOutput`.
     """
+    if kind not in ("gumbel", "muzero"):
+        raise ValueError(f"kind={kind!r}; expected 'gumbel' or 'muzero'")
+    if qtransform not in ("default", "minmax"):
+        raise ValueError(f"qtransform={qtransform!r}; expected 'default' or 'minmax'")
+    transform, floor_name = _QTRANSFORMS[kind, qtransform]
+    transform = functools.partial(transform, **{floor_name: min_q_range})
     if kind == "gumbel":
-        transforms = {
-            "default": functools.partial(mctx.qtransform_completed_by_mix_value,
-                                         epsilon=min_q_range),
-            "minmax": functools.partial(qtransforms.qtransform_completed_by_tree_min_max,
-                                        delta=min_q_range),
-        }
-        if qtransform not in transforms:
-            raise ValueError(f"qtransform={qtransform!r}; expected one of {sorted(transforms)}")
         out = mctx.gumbel_muzero_policy(
             params,
             rng,
@@ -153,18 +159,10 @@ def plan(
             max_depth=max_depth,
             max_num_considered_actions=max_num_considered_actions,
             gumbel_scale=gumbel_scale,
-            qtransform=transforms[qtransform],
+            qtransform=transform,
         )
         action = out.action  # [B]
-    elif kind == "muzero":
-        transforms = {
-            "default": functools.partial(mctx.qtransform_by_parent_and_siblings,
-                                         epsilon=min_q_range),
-            "minmax": functools.partial(qtransforms.qtransform_by_tree_min_max,
-                                        delta=min_q_range),
-        }
-        if qtransform not in transforms:
-            raise ValueError(f"qtransform={qtransform!r}; expected one of {sorted(transforms)}")
+    else:
         rng, act_rng = jax.random.split(rng)
         out = mctx.muzero_policy(
             params,
@@ -174,7 +172,7 @@ def plan(
             num_simulations=num_simulations,
             invalid_actions=invalid_actions,
             max_depth=max_depth,
-            qtransform=transforms[qtransform],
+            qtransform=transform,
             dirichlet_fraction=dirichlet_fraction,
             dirichlet_alpha=dirichlet_alpha,
             pb_c_init=pb_c_init,
@@ -182,8 +180,6 @@ def plan(
         )
         summary = out.search_tree.summary()
         action = _act_on_visits(act_rng, summary.visit_counts, summary.qvalues, temperature)
-    else:
-        raise ValueError(f"kind={kind!r}; expected 'gumbel' or 'muzero'")
     return PlanOutput(
         action=action,
         action_weights=out.action_weights,
