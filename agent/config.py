@@ -207,10 +207,14 @@ def quickstart() -> Config:
     `model.max_flat_image` values (catch, MinAtar, small grids) are flattened into the MLP
     path of width `vector_hidden`, like vector observations; larger images keep the conv
     path (downsampled from 32 px up). One update per env step: at a quarter of that catch
-    was still near random after 8k steps. Value targets bootstrap from the reanalysis
-    search's value (`value_target="search"`): the seeds that failed catch were those whose
-    value had not learnt which balls can still be caught, having learnt the value of the
-    near-random acting policy (docs/results/ladder_cpu.md)."""
+    was still near random after 8k steps. Value targets take one real reward, then the
+    reanalysis search's value (`value_target="search"`, `td_steps=1`): the seeds that
+    failed catch had learnt the value of the replay's near-random acting policy, not which
+    balls can still be caught. In a short run most of the replay comes from much worse
+    policies than the current one, and every real step in a target is a step of theirs;
+    the search's value is the current policy's. The target network is refreshed every 50
+    updates: with one real step per target, what the value knows travels back along the
+    episode through those refreshes (docs/results/ladder_cpu.md)."""
     return Config(
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
@@ -225,7 +229,7 @@ def quickstart() -> Config:
         optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),
         train=TrainConfig(
             env_steps=8_000, start_steps=500, batch_size=32, replay_ratio=1.0,
-            target_update_interval=100, augment=False, value_target="search",
+            td_steps=1, target_update_interval=50, augment=False, value_target="search",
         ),
         log=LogConfig(
             log_interval=500, eval_interval=2_000, eval_episodes=16, checkpoint_interval=2_000
