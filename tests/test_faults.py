@@ -57,7 +57,9 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-@pytest.fixture(scope="module")
+# Session scope: the tests sharing it run on one xdist worker (their group), but not
+# necessarily one after another, and a module fixture would be rebuilt in between.
+@pytest.fixture(scope="session")
 def killed_run(tmp_path_factory):
     """A smoke run killed with SIGKILL three times at random moments, then finished."""
     logdir = tmp_path_factory.mktemp("kills") / "run"
