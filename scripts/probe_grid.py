@@ -1,0 +1,79 @@
+"""What a grid run's model knows, on every board: does its value grow towards the goal,
+and does a one-step lookahead move closer?
+
+    .venv/bin/python scripts/probe_grid.py RUN_DIR [RUN_DIR ...]
+
+For every board (agent and goal on two distinct cells of examples/grid_env.py's 6 x 6
+grid; 1,260 boards) the probe runs the run's newest checkpoint once, without search:
+
+- the mean value at each Manhattan distance 1..10 from the goal;
+- how often the policy prior's favourite move and the one-step lookahead
+  argmax_a r(s, a) + discount * v(g(s, a)) bring the agent closer to the goal.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+import grid_env  # noqa: E402
+
+from agent import evaluate  # noqa: E402
+from world_model import initial_inference, recurrent_inference  # noqa: E402
+
+SIZE = grid_env.SIZE
+
+
+def boards() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames [1260, 48, 48, 3], agent cells [1260, 2], goal cells [1260, 2]."""
+    env = grid_env.Grid()
+    frames, agents, goals = [], [], []
+    for agent in range(SIZE * SIZE):
+        for goal in range(SIZE * SIZE):
+            if agent != goal:
+                env._agent, env._goal = np.array(divmod(agent, SIZE)), np.array(divmod(goal, SIZE))
+                frames.append(env.render())
+                agents.append(env._agent)
+                goals.append(env._goal)
+    return np.stack(frames), np.stack(agents), np.stack(goals)
+
+
+def probe(run_dir: Path) -> dict:
+    cfg, graphdef, params = evaluate.load_run(run_dir)[:3]
+    frames, agents, goals = boards()
+    distance = np.abs(agents - goals).sum(1)  # [1260]
+    out = initial_inference(graphdef, params, jnp.asarray(frames))
+    value = np.asarray(out.value)
+    steps = [recurrent_inference(graphdef, params, out.state, jnp.full(len(frames), a))
+             for a in range(len(grid_env.MOVES))]
+    lookahead = np.stack([np.asarray(s.reward) + cfg.train.discount * np.asarray(s.value)
+                          for s in steps], 1)  # [1260, 5]
+
+    def closer(moves: np.ndarray) -> float:
+        after = np.clip(agents + grid_env.MOVES[moves], 0, SIZE - 1)
+        return float((np.abs(after - goals).sum(1) < distance).mean())
+
+    return {
+        "value_by_distance": [value[distance == d].mean() for d in range(1, 2 * SIZE - 1)],
+        "prior_closer": closer(np.asarray(out.policy_logits).argmax(1)),
+        "lookahead_closer": closer(lookahead.argmax(1)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args()
+    print("| run | value at distance 1, 2, …, 10 | prior closer | lookahead closer |")
+    print("|---|---|--:|--:|")
+    for run in args.runs:
+        p = probe(run)
+        values = ", ".join(f"{v:.2f}" for v in p["value_by_distance"])
+        print(f"| {run} | {values} | {p['prior_closer']:.2f} | {p['lookahead_closer']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
