@@ -43,13 +43,16 @@ def _train_args(logdir: Path) -> list[str]:
 
 
 def _assert_finished_exactly(logdir: Path) -> None:
+    """Counters at the asked env steps, the replay written once per step, every log line
+    once, and the final evaluation."""
     cfg = parse_train_args(_train_args(logdir)[1:])
     counters = saved_counters(logdir)
     assert (counters["env_steps"], counters["replay_written"], counters["updates"]) == (
         ENV_STEPS, ENV_STEPS, cfg.total_updates)
     logged = [json.loads(line)["env_steps"]
               for line in (logdir / "metrics.jsonl").read_text().splitlines()]
-    assert logged == sorted(set(logged)) and logged[-1] == ENV_STEPS
+    interval = cfg.log.log_interval
+    assert logged == list(range(interval, ENV_STEPS + 1, interval))
     assert json.loads((logdir / "eval.json").read_text())["env_steps"] == ENV_STEPS
 
 
@@ -95,6 +98,25 @@ def test_truncated_newest_checkpoint_resumes_from_the_older_one(killed_run, tmp_
     assert f"resuming {logdir} at {older} env steps" in out
     assert (logdir / "checkpoints" / f"{newest}.corrupt-1" / "arrays").is_dir()  # kept
     _assert_finished_exactly(logdir)
+
+
+@pytest.mark.xdist_group("killed_run")
+def test_another_config_in_a_run_directory_is_refused_naming_what_differs(
+        killed_run, tmp_path, capsys):
+    logdir = tmp_path / "run"
+    shutil.copytree(killed_run[0], logdir)
+    assert main([*_train_args(logdir), "--train.batch-size", "8"]) == 2
+    assert "train.batch_size: 16 -> 8" in capsys.readouterr().err
+
+
+@pytest.mark.xdist_group("killed_run")
+def test_evaluate_rewrites_eval_json_from_the_checkpoint(killed_run, tmp_path):
+    logdir = tmp_path / "run"
+    shutil.copytree(killed_run[0], logdir)
+    assert main(["evaluate", str(logdir), "--episodes", "3", "--video"]) == 0
+    result = json.loads((logdir / "eval.json").read_text())
+    assert len(result["returns"]) == 3 and np.isfinite(result["mean_return"])
+    assert (logdir / "eval.gif").stat().st_size > 0
 
 
 @pytest.mark.xdist_group("killed_run")
@@ -156,6 +178,24 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_finishes(tmp_path, c
     assert main(_train_args(logdir)) == 0
     assert f"resuming {logdir} at {stopped_at} env steps" in capsys.readouterr().out
     _assert_finished_exactly(logdir)
+
+
+def test_sigint_says_how_to_resume(tmp_path):
+    logdir = tmp_path / "run"
+    run = subprocess.Popen([sys.executable, "-m", "agent.cli", *_train_args(logdir)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not saved_steps(logdir):
+        assert run.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.1)
+    run.send_signal(signal.SIGINT)
+    stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, stderr[-2000:]
+    assert f"interrupted; rerun the same command to resume {logdir}" in stderr
+    assert "Traceback" not in stderr
+    assert saved_counters(logdir)["env_steps"] < ENV_STEPS
 
 
 @pytest.mark.parametrize(("env", "problem"), [("NaNObservation", "observation holds nan"),
