@@ -85,14 +85,15 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     out = jax.tree.map(lambda x: x.reshape(batch_size, span, *x.shape[1:]), out)
     # `search` bootstraps from the search value, so the search runs on every step of the
     # window; otherwise only on the unroll's roots (steps 0..K).
-    searched = span if t.value_target == "search" else unroll + 1
+    search_value = t.value_target == "search"
+    searched = span if search_value else unroll + 1
     search_rng, choose_rng = jax.random.split(rng)
     roots = jax.tree.map(lambda x: x[:, :searched].reshape(-1, *x.shape[2:]), out)
     plan = search.plan(target_params, search_rng, search.root_from_output(roots), recurrent_fn,
                        **plan_kwargs(cfg.search, greedy=False))
     ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
-    step_values = (plan.root_value.reshape(batch_size, span) if t.value_target == "search"
-                   else out.value)  # [B, K+td+1]
+    step_values = plan.root_value.reshape(batch_size, span) if search_value else out.value
+    # step_values [B, K+td+1]
     bootstrap = jnp.take_along_axis(step_values, ahead, axis=1)
     values = nstep_values(rewards, alive, bootstrap, horizon, unroll=unroll, td_steps=td,
                           discount=t.discount)

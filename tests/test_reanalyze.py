@@ -60,7 +60,23 @@ def test_td_horizon_shrinks_with_age(age, expected):
 UNROLL, TD, STACK, NUM_ENVS, STEPS = 5, 5, 2, 2, 40
 
 
-def _window_setup(value_target: str):
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """make_batch's inputs and output on a small replay, for checking it by hand."""
+
+    cfg: config_lib.Config
+    graphdef: object
+    params: object
+    rewards: np.ndarray  # [STEPS, NUM_ENVS]
+    rows: jax.Array  # [4]
+    times: jax.Array  # [4]
+    recurrent_fn: object
+    rng: jax.Array
+    batch: object
+    observation: object  # (row, time) -> [10, 10, STACK], the stacked observation there
+
+
+def _window_setup(value_target: str) -> _Window:
     """A smoke model, a replay of STEPS random steps per env and a sample of 4 windows."""
     cfg = config_lib.preset("smoke")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
@@ -90,15 +106,18 @@ def _window_setup(value_target: str):
                                            stack=stack)
         return replay_lib.merge_stack(stacked, is_image=True)[0]
 
-    return cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch, observation
+    return _Window(cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch,
+                   observation)
 
 
 def test_make_batch_targets_match_a_direct_computation_per_sample():
     """Pins make_batch (one representation pass for roots and bootstraps) to the
     definitions: n-step returns over the real rewards plus the target network's value of
     the stacked observation `horizon` steps ahead, and the search's policy at each root."""
-    (cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch,
-     observation) = _window_setup("nstep")
+    w = _window_setup("nstep")
+    cfg, graphdef, params, rewards, rows, times = (w.cfg, w.graphdef, w.params, w.rewards,
+                                                   w.rows, w.times)
+    observation, batch = w.observation, w.batch
     unroll, td, steps, num_envs = UNROLL, TD, STEPS, NUM_ENVS
     ages = (steps - 1 - times) * num_envs
     horizons = td_horizon(ages, td_steps=td, env_steps=cfg.train.env_steps, correct=True)
@@ -115,9 +134,9 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
     np.testing.assert_array_equal(np.asarray(batch.observations).reshape(roots.shape), roots)
     np.testing.assert_allclose(np.asarray(batch.target_values), expected, rtol=1e-5, atol=1e-5)
 
-    search_rng = jax.random.split(rng)[0]
+    search_rng = jax.random.split(w.rng)[0]
     policy = search.plan(params, search_rng, search.model_root(graphdef, params, roots),
-                         recurrent_fn, **plan_kwargs(cfg.search, greedy=False)).action_weights
+                         w.recurrent_fn, **plan_kwargs(cfg.search, greedy=False)).action_weights
     np.testing.assert_allclose(np.asarray(batch.target_policies).reshape(policy.shape),
                                np.asarray(policy), atol=1e-5)
 
@@ -125,23 +144,23 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
 def test_search_value_target_bootstraps_from_the_search_value():
     """`value_target="search"`: the bootstrap is the root value of the same reanalysis
     search, run over every step of the window (roots first, then the steps past them)."""
-    (cfg, graphdef, params, rewards, rows, times, recurrent_fn, rng, batch,
-     observation) = _window_setup("search")
+    w = _window_setup("search")
+    rows, times = w.rows, w.times
     span = UNROLL + TD + 1
-    window = jnp.stack([observation(row, time + j) for row, time in
+    window = jnp.stack([w.observation(row, time + j) for row, time in
                         zip(rows.tolist(), times.tolist(), strict=True) for j in range(span)])
-    plan = search.plan(params, jax.random.split(rng)[0],
-                       search.model_root(graphdef, params, window), recurrent_fn,
-                       **plan_kwargs(cfg.search, greedy=False))
+    plan = search.plan(w.params, jax.random.split(w.rng)[0],
+                       search.model_root(w.graphdef, w.params, window), w.recurrent_fn,
+                       **plan_kwargs(w.cfg.search, greedy=False))
     values = np.asarray(plan.root_value).reshape(4, span)
     ages = (STEPS - 1 - times) * NUM_ENVS
-    horizons = td_horizon(ages, td_steps=TD, env_steps=cfg.train.env_steps, correct=True)
+    horizons = td_horizon(ages, td_steps=TD, env_steps=w.cfg.train.env_steps, correct=True)
     expected = np.zeros((4, UNROLL + 1))
     for b, (row, time, h) in enumerate(zip(rows.tolist(), times.tolist(), horizons.tolist(),
                                            strict=True)):
         for k in range(UNROLL + 1):
-            expected[b, k] = sum(0.9**i * rewards[time + k + i, row] for i in range(h))
+            expected[b, k] = sum(0.9**i * w.rewards[time + k + i, row] for i in range(h))
             expected[b, k] += 0.9**h * values[b, k + h]
-    np.testing.assert_allclose(np.asarray(batch.target_values), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(w.batch.target_values), expected, rtol=1e-5, atol=1e-5)
     policies = np.asarray(plan.action_weights).reshape(4, span, -1)[:, : UNROLL + 1]
-    np.testing.assert_allclose(np.asarray(batch.target_policies), policies, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(w.batch.target_policies), policies, atol=1e-5)
