@@ -66,6 +66,20 @@ def test_from_logits_decodes_a_categorical_back_to_the_scalar():
     np.testing.assert_allclose(decoded, x, rtol=1e-4, atol=1e-4)
 
 
+def test_narrow_bins_spread_small_returns_and_decode_them_back():
+    x = jnp.array([0.0, 0.19, 0.27, -0.02, 1.0, 80.0])  # returns of a small task
+    encode = jax.jit(lambda x: (to_categorical(x, 85, bin_width=0.1), to_categorical(x, 85)))
+    narrow, unit = encode(x)
+    # h(0.19) = 0.091 and h(0.27) = 0.127: the same pair of unit bins (0 and 1), but the
+    # second and the third of the 0.1-wide bins.
+    np.testing.assert_allclose(unit[1, [85, 86]], [0.909, 0.091], atol=1e-3)
+    np.testing.assert_allclose(narrow[1, [85, 86]], [0.09, 0.91], atol=1e-2)
+    np.testing.assert_allclose(narrow[2, [86, 87]], [0.73, 0.27], atol=1e-2)
+    decoded = jax.jit(lambda x: from_logits(jnp.log(to_categorical(x, 85, bin_width=0.1)), 85,
+                                            bin_width=0.1))(x)
+    np.testing.assert_allclose(decoded, x, rtol=1e-4, atol=1e-4)
+
+
 def test_uniform_logits_decode_to_zero():
     np.testing.assert_allclose(_jit(from_logits)(jnp.zeros((3, 21)), 10), 0.0, atol=1e-5)
 

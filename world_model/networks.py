@@ -58,9 +58,13 @@ class ModelConfig:
     action_embedding_dim: int = 16
     """Size of the learned action embedding (used only with action_embedding)."""
     support_size: int = 300
-    """Value support: categorical bins -S..S over h(value)."""
+    """Value support: 2S + 1 categorical bins over h(value), from -S to S bin widths."""
     reward_support_size: int = 300
-    """Reward / value-prefix support: categorical bins -S..S over h(reward)."""
+    """Reward / value-prefix support: 2S + 1 bins over h(reward), likewise."""
+    bin_width: float = 1.0
+    """Width of the value and reward bins in h's units. EfficientZero's 1 puts every return
+    in [-1.25, 1.25] within one bin of 0, where the two-hot targets of returns that differ by
+    a tenth differ by a few percent of mass, and the value learns such differences slowly."""
     proj_hidden: int = 1024
     """Hidden width of the consistency projection."""
     proj_out: int = 1024
@@ -79,6 +83,8 @@ class ModelConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be > 0")
+        if self.bin_width <= 0:
+            raise ValueError("model.bin_width must be > 0")
         if self.max_flat_image < 0:
             raise ValueError("model.max_flat_image must be >= 0")
         if self.num_blocks < 0:
@@ -172,7 +178,7 @@ def _recurrent_step(
 
     latent = _scale_gradient(model.dynamics(state.latent, action), grad_scale)
     (lstm_c, lstm_h), reward_logits = model.reward((lstm_c, lstm_h), latent)
-    decoded = from_logits(reward_logits, cfg.reward_support_size)  # [B]
+    decoded = from_logits(reward_logits, cfg.reward_support_size, bin_width=cfg.bin_width)  # [B]
     if cfg.value_prefix:
         reward = decoded - prefix  # prefix_k - prefix_{k-1}, with prefix_0 = 0 after a reset
         prefix = decoded
@@ -191,7 +197,7 @@ def _with_prediction(
         reward=reward,
         reward_logits=reward_logits,
         policy_logits=policy_logits,
-        value=from_logits(value_logits, model.cfg.support_size),
+        value=from_logits(value_logits, model.cfg.support_size, bin_width=model.cfg.bin_width),
         value_logits=value_logits,
     )
 

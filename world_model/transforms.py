@@ -1,8 +1,9 @@
 """Value transform h and categorical (two-hot) encodings of scalars.
 
 Values and rewards are squashed by h (Pohlen et al., 2018) and then represented as a
-distribution over the integer bins -S..S, so one network output covers a wide range of
-returns and the regression becomes a cross-entropy.
+distribution over the bins -S w, ..., 0, ..., S w (width w; EfficientZero's integer bins are
+w = 1), so one network output covers a wide range of returns and the regression becomes a
+cross-entropy.
 """
 
 import jax
@@ -50,15 +51,19 @@ def twohot_to_scalar(probs: jax.Array, support_size: int) -> jax.Array:
     return jnp.sum(probs.astype(jnp.float32) * bins, axis=-1)
 
 
-def to_categorical(x: jax.Array, support_size: int, *, eps: float = 1e-3) -> jax.Array:
-    """[...] raw scalars -> [..., 2S + 1] two-hot targets of h(x)."""
-    return scalar_to_twohot(h(x.astype(jnp.float32), eps=eps), support_size)
+def to_categorical(
+    x: jax.Array, support_size: int, *, bin_width: float = 1.0, eps: float = 1e-3
+) -> jax.Array:
+    """[...] raw scalars -> [..., 2S + 1] two-hot targets of h(x) on bins of `bin_width`."""
+    return scalar_to_twohot(h(x.astype(jnp.float32), eps=eps) / bin_width, support_size)
 
 
-def from_logits(logits: jax.Array, support_size: int, *, eps: float = 1e-3) -> jax.Array:
+def from_logits(
+    logits: jax.Array, support_size: int, *, bin_width: float = 1.0, eps: float = 1e-3
+) -> jax.Array:
     """[..., 2S + 1] logits -> [...] raw scalars: h_inv of the softmax expectation."""
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [..., 2S + 1]
-    return h_inv(twohot_to_scalar(probs, support_size), eps=eps)
+    return h_inv(twohot_to_scalar(probs, support_size) * bin_width, eps=eps)
 
 
 def _check_bins(probs: jax.Array, support_size: int) -> None:
