@@ -7,6 +7,10 @@ For every board (agent and goal on two distinct cells of examples/grid_env.py's 
 grid; 1,260 boards) the probe runs the run's newest checkpoint once, without search:
 
 - the mean value at each Manhattan distance 1..10 from the goal;
+- how the value spreads with where the goal is and with where the agent is: the standard
+  deviation over cells of the mean value of the boards with the goal (agent) on that cell.
+  The true value depends on the two only through their distance, so both are small (0.02
+  for the optimal policy's value);
 - how often the policy prior's favourite move and the one-step lookahead
   argmax_a r(s, a) + discount * v(g(s, a)) bring the agent closer to the goal.
 """
@@ -56,8 +60,11 @@ def probe(run_dir: Path) -> dict:
         after = np.clip(agents + grid_env.MOVES[moves], 0, SIZE - 1)
         return float((np.abs(after - goals).sum(1) < distance).mean())
 
+    goal_cells, agent_cells = goals @ [SIZE, 1], agents @ [SIZE, 1]  # [1260] cell indices
     return {
         "value_by_distance": [value[distance == d].mean() for d in range(1, 2 * SIZE - 1)],
+        "spread_by_goal": np.std([value[goal_cells == c].mean() for c in range(SIZE * SIZE)]),
+        "spread_by_agent": np.std([value[agent_cells == c].mean() for c in range(SIZE * SIZE)]),
         "prior_closer": closer(np.asarray(out.policy_logits).argmax(1)),
         "lookahead_closer": closer(lookahead.argmax(1)),
     }
@@ -67,12 +74,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
-    print("| run | value at distance 1, 2, …, 10 | prior closer | lookahead closer |")
-    print("|---|---|--:|--:|")
+    print("| run | value at distance 1, 2, …, 10 | spread by goal cell | by agent cell "
+          "| prior closer | lookahead closer |")
+    print("|---|---|--:|--:|--:|--:|")
     for run in args.runs:
         p = probe(run)
         values = ", ".join(f"{v:.2f}" for v in p["value_by_distance"])
-        print(f"| {run} | {values} | {p['prior_closer']:.2f} | {p['lookahead_closer']:.2f} |")
+        print(f"| {run} | {values} | {p['spread_by_goal']:.2f} | {p['spread_by_agent']:.2f} "
+              f"| {p['prior_closer']:.2f} | {p['lookahead_closer']:.2f} |")
 
 
 if __name__ == "__main__":

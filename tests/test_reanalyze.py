@@ -110,6 +110,22 @@ def _window_setup(value_target: str) -> _Window:
                    observation)
 
 
+# The direct computations below run jitted: eagerly, every call would compile mctx's loops
+# and each model op anew.
+_inference = jax.jit(initial_inference, static_argnums=0)
+
+
+def _search(w: _Window, roots: jax.Array):
+    """The reanalysis search on roots [N, 10, 10, STACK], with make_batch's search rng."""
+    kwargs = plan_kwargs(w.cfg.search, greedy=False)
+
+    def run(params, rng, roots):
+        return search.plan(params, rng, search.model_root(w.graphdef, params, roots),
+                           w.recurrent_fn, **kwargs)
+
+    return jax.jit(run)(w.params, jax.random.split(w.rng)[0], roots)
+
+
 def test_make_batch_targets_match_a_direct_computation_per_sample():
     """Pins make_batch (one representation pass for roots and bootstraps) to the
     definitions: n-step returns over the real rewards plus the target network's value of
@@ -127,16 +143,14 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
     for b, (row, time, h) in enumerate(columns):
         for k in range(unroll + 1):
             roots.append(observation(row, time + k))
-            ahead = initial_inference(graphdef, params, observation(row, time + k + h)[None])
+            ahead = _inference(graphdef, params, observation(row, time + k + h)[None])
             expected[b, k] = sum(0.9**i * rewards[time + k + i, row] for i in range(h))
             expected[b, k] += 0.9**h * float(ahead.value[0])
     roots = jnp.stack(roots)
     np.testing.assert_array_equal(np.asarray(batch.observations).reshape(roots.shape), roots)
     np.testing.assert_allclose(np.asarray(batch.target_values), expected, rtol=1e-5, atol=1e-5)
 
-    search_rng = jax.random.split(w.rng)[0]
-    policy = search.plan(params, search_rng, search.model_root(graphdef, params, roots),
-                         w.recurrent_fn, **plan_kwargs(cfg.search, greedy=False)).action_weights
+    policy = _search(w, roots).action_weights
     np.testing.assert_allclose(np.asarray(batch.target_policies).reshape(policy.shape),
                                np.asarray(policy), atol=1e-5)
 
@@ -149,9 +163,7 @@ def test_search_value_target_bootstraps_from_the_search_value():
     span = UNROLL + TD + 1
     window = jnp.stack([w.observation(row, time + j) for row, time in
                         zip(rows.tolist(), times.tolist(), strict=True) for j in range(span)])
-    plan = search.plan(w.params, jax.random.split(w.rng)[0],
-                       search.model_root(w.graphdef, w.params, window), w.recurrent_fn,
-                       **plan_kwargs(w.cfg.search, greedy=False))
+    plan = _search(w, window)
     values = np.asarray(plan.root_value).reshape(4, span)
     ages = (STEPS - 1 - times) * NUM_ENVS
     horizons = td_horizon(ages, td_steps=TD, env_steps=w.cfg.train.env_steps, correct=True)

@@ -15,9 +15,14 @@ from agent.train import train, updates_due
 
 
 def test_training_loop_compiles_each_step_once(tmp_path, caplog):
-    # The smoke run crosses both temperature changes, a periodic and the final evaluation.
-    cfg = dataclasses.replace(config_lib.smoke(), logdir=str(tmp_path),
-                              log=dataclasses.replace(config_lib.smoke().log, progress=False))
+    # The run crosses both temperature changes, a periodic and the final evaluation. Its
+    # env steps and replay ratio are the fault tests' runs' (test_faults.FAST), whose
+    # programs are then in the compilation cache, so clearing the caches costs no compile.
+    smoke = config_lib.smoke()
+    cfg = dataclasses.replace(
+        smoke, logdir=str(tmp_path),
+        train=dataclasses.replace(smoke.train, env_steps=200, replay_ratio=0.1),
+        log=dataclasses.replace(smoke.log, progress=False, eval_interval=100))
     assert len(set(cfg.train.temperatures)) > 1
     # `add` is one module-level function: a smoke run earlier in this process (another
     # test in the same worker) would have compiled it already.
