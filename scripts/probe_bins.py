@@ -42,6 +42,7 @@ def fit(bin_width: float, updates: int, every: int, seed: int) -> list[float]:
     graphdef, params = make_model(model_cfg, frames.shape[1:], 5, seed=seed)
     rng = np.random.default_rng(seed)
     train = rng.random(len(frames)) < 0.7
+    train_boards = np.flatnonzero(train)
     frames, targets = jnp.asarray(frames), jnp.asarray(targets)
     optimizer = optax.adamw(2e-3, weight_decay=0.0)
     opt_state = optimizer.init(params)
@@ -67,7 +68,7 @@ def fit(bin_width: float, updates: int, every: int, seed: int) -> list[float]:
         if update % every == 0:
             errors.append(float(held_out_error(params)))
         if update < updates:
-            params, opt_state = step(params, opt_state, rng.choice(np.flatnonzero(train), 32))
+            params, opt_state = step(params, opt_state, rng.choice(train_boards, 32))
     return errors
 
 

@@ -153,20 +153,28 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsy
     assert evaluate.load_run(tmp_path)[3] == saved[0]  # and it reads back
 
 
-def test_sigterm_checkpoints_the_step_reached_and_the_rerun_finishes(tmp_path, capsys):
-    logdir = tmp_path / "run"
+def _signal_after_first_checkpoint(logdir: Path, sig: int) -> tuple[int, str, int]:
+    """Starts a run, sends `sig` once it has a checkpoint and waits for it to exit.
+
+    -> (exit code, stderr, env step of the newest checkpoint when the signal was sent)."""
     run = subprocess.Popen([sys.executable, "-m", "agent.cli", *_train_args(logdir)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            cwd=ROOT)
     deadline = time.monotonic() + 300
     while not saved_steps(logdir):
-        assert run.poll() is None, "the run ended before it could be stopped"
+        assert run.poll() is None, "the run ended before it could be signalled"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.1)
     signalled_after = saved_steps(logdir)[-1]
-    run.send_signal(signal.SIGTERM)
+    run.send_signal(sig)
     stderr = run.communicate(timeout=120)[1]
-    assert run.returncode == 143, stderr[-2000:]
+    return run.returncode, stderr, signalled_after
+
+
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_finishes(tmp_path, capsys):
+    logdir = tmp_path / "run"
+    returncode, stderr, signalled_after = _signal_after_first_checkpoint(logdir, signal.SIGTERM)
+    assert returncode == 143, stderr[-2000:]
     [line] = stderr.strip().splitlines()
     stopped = re.fullmatch(rf"dreamzero train: stopped by SIGTERM at env step (\d+), "
                            rf"checkpointed in {logdir}; rerun the same command to resume", line)
@@ -182,17 +190,8 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_finishes(tmp_path, c
 
 def test_sigint_says_how_to_resume(tmp_path):
     logdir = tmp_path / "run"
-    run = subprocess.Popen([sys.executable, "-m", "agent.cli", *_train_args(logdir)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           cwd=ROOT)
-    deadline = time.monotonic() + 300
-    while not saved_steps(logdir):
-        assert run.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.1)
-    run.send_signal(signal.SIGINT)
-    stderr = run.communicate(timeout=120)[1]
-    assert run.returncode == 130, stderr[-2000:]
+    returncode, stderr, _ = _signal_after_first_checkpoint(logdir, signal.SIGINT)
+    assert returncode == 130, stderr[-2000:]
     assert f"interrupted; rerun the same command to resume {logdir}" in stderr
     assert "Traceback" not in stderr
     assert saved_counters(logdir)["env_steps"] < ENV_STEPS
