@@ -17,7 +17,8 @@ is left to finish. Checked then:
 - the final counters equal the asked env steps (and the updates they imply), and the
   replay was written exactly once per env step (the checkpoint's `replay_written`);
 - metrics.jsonl's env_steps strictly increase, one line per log interval;
-- eval.json is of the final step, no checkpoint was unreadable, no temporary one is left.
+- eval.json is of the final step, no checkpoint was unreadable, no temporary one is left,
+  and no frame file that no checkpoint lists.
 
 Prints a summary; exits 1 if an invariant fails.
 """
@@ -138,7 +139,13 @@ def check_finished(logdir: Path, logs: Path, cfg: config_lib.Config) -> tuple[li
     evaluated = json.loads(path.read_text()).get("env_steps") if path.exists() else None
     if evaluated != env_steps:
         failures.append(f"eval.json env_steps {evaluated} != {env_steps}")
-    leftovers = [p.name for p in (logdir / "checkpoints").iterdir() if not p.name.isdigit()]
+    checkpoints = logdir / "checkpoints"
+    leftovers = [p.name for p in checkpoints.iterdir()
+                 if not p.name.isdigit() and p.name != "frames"]
+    listed = {name for step in saved_steps(logdir) for name in json.loads(
+        (checkpoints / str(step) / "frames" / "metadata").read_text())["files"]}
+    leftovers += [f"frames/{p.name}" for p in (checkpoints / "frames").iterdir()
+                  if p.name not in listed]
     if leftovers:
         failures.append(f"left in checkpoints/: {leftovers}")
     summary = (f"  final: env_steps {counters.get('env_steps')}, updates "

@@ -23,6 +23,7 @@ from faulty_env import BAD_STEP
 
 from agent import config as config_lib
 from agent import evaluate
+from agent import replay as replay_lib
 from agent import train as train_lib
 from agent.checkpoint import Checkpointer, saved_counters, saved_steps, write_config
 from agent.cli import main, parse_train_args
@@ -91,6 +92,7 @@ def test_truncated_newest_checkpoint_resumes_from_the_older_one(killed_run, tmp_
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     out, err = done.stdout, done.stderr
+    assert len(err.strip().splitlines()) == 1, err[-4000:]
     [warning] = err.strip().splitlines()
     assert warning.startswith(f"warning: checkpoint {logdir}/checkpoints/{newest} is unreadable")
     assert warning.endswith(
@@ -235,8 +237,9 @@ def test_a_diverged_loss_names_the_last_checkpoint(tmp_path):
     params = {"w": jnp.zeros(3)}
     state = train_lib.TrainState(params=params, target_params=params, opt_state=(),
                                  rng=jnp.zeros(2, jnp.uint32))
-    checkpointer.save(120, state=state, replay={"frames": jnp.zeros(4)},
-                      counters={"env_steps": 120})
+    replay = replay_lib.init(num_envs=1, capacity=4, frame_shape=(2,),
+                             frame_dtype=jnp.float32, num_actions=2)
+    checkpointer.save(120, state=state, replay=replay, counters={"env_steps": 120})
     with pytest.raises(train_lib.NonFiniteLossError,
                        match="the last good checkpoint is at env step 120 in "):
         train_lib._check_finite(window, checkpointer)
