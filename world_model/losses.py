@@ -91,14 +91,16 @@ def compute_loss(
 
     value_ce = _cross_entropy(
         value_logits,
-        to_categorical(batch.target_values, mcfg.support_size, bin_width=mcfg.bin_width),
+        to_categorical(batch.target_values, mcfg.support_size, bin_width=mcfg.bin_width,
+                       smoothing=mcfg.target_smoothing),
     ).sum(axis=1)  # [B]
     reward_targets = batch.target_rewards  # [B, K]
     if mcfg.value_prefix:
         reward_targets = _value_prefix_targets(reward_targets, horizon=mcfg.lstm_horizon)
     reward_ce = _cross_entropy(
         reward_logits,
-        to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.bin_width),
+        to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.bin_width,
+                       smoothing=mcfg.target_smoothing),
     ).sum(axis=1)  # [B]
     policy_ce = (_cross_entropy(policy_logits, batch.target_policies) * batch.mask).sum(axis=1)
     consistency = _consistency(model, unrolled.state.latent, obs[:, 1:])  # [B, K]

@@ -65,6 +65,8 @@ class ModelConfig:
     """Width of the value and reward bins in h's units. EfficientZero's 1 puts every return
     in [-1.25, 1.25] within one bin of 0, where the two-hot targets of returns that differ by
     a tenth differ by a few percent of mass, and the value learns such differences slowly."""
+    target_smoothing: float = 0.0
+    """Value and reward targets: 0 for two-hot, else HL-Gauss with this sigma in bins."""
     proj_hidden: int = 1024
     """Hidden width of the consistency projection."""
     proj_out: int = 1024
@@ -85,6 +87,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be > 0")
         if self.bin_width <= 0:
             raise ValueError("model.bin_width must be > 0")
+        if self.target_smoothing < 0:
+            raise ValueError("model.target_smoothing must be >= 0")
         if self.max_flat_image < 0:
             raise ValueError("model.max_flat_image must be >= 0")
         if self.num_blocks < 0:
