@@ -60,7 +60,8 @@ def quiet_orbax() -> None:
     it once, in one line. That is its log records (a failed background write is logged
     many times over, with tracebacks, from several threads, and every read-only reader is
     warned) and, after a restore that fails part-way, an "Event loop is closed" error for
-    each read still in flight (hundreds)."""
+    each read still in flight (hundreds), or asyncio's "exception was never retrieved" for
+    each such read that failed too (its message names the OCDBT store, not orbax)."""
     for name in ("absl", "asyncio"):
         logging.getLogger(name).addFilter(_not_orbax)
     if not getattr(sys.unraisablehook, "drops_closed_loop_errors", False):
@@ -68,7 +69,9 @@ def quiet_orbax() -> None:
 
 
 def _not_orbax(record: logging.LogRecord) -> bool:
-    return "/orbax/" not in record.pathname and "/orbax/" not in record.getMessage()
+    message = record.getMessage()
+    return "/orbax/" not in record.pathname and not any(
+        mark in message for mark in ("/orbax/", "in OCDBT database"))
 
 
 def _dropping_closed_loop_errors(hook):
