@@ -141,7 +141,7 @@ class Checkpointer:
         self.wait_until_finished()
         self._saving = step
         with self._write_errors():
-            self._frames.delete_unlisted(self._listed_frame_files())
+            self._frames.delete_unlisted(listed_frame_files(self.directory.parent))
             files = self._frames.add(replay)
             self._manager.save(
                 step,
@@ -200,20 +200,7 @@ class Checkpointer:
             with self._write_errors():
                 self._manager.close()
             if not self._read_only:
-                self._frames.delete_unlisted(self._listed_frame_files())
-
-    def _listed_frame_files(self) -> set[str] | None:
-        """The frame files the checkpoints on disk list; None if one of them cannot be
-        read (then none is deleted)."""
-        listed = set()
-        for step in self._manager.all_steps():
-            try:
-                manifest = json.loads((self.directory / str(step) / "frames" / "metadata")
-                                      .read_text())
-                listed.update(manifest["files"])
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-        return listed
+                self._frames.delete_unlisted(listed_frame_files(self.directory.parent))
 
     def _newest_readable(self, read):
         """read(step) of the newest checkpoint it succeeds on. Each newer one that fails
@@ -368,6 +355,19 @@ def saved_steps(run_dir: Path) -> list[int]:
     its number only once the write is done)."""
     root = Path(run_dir) / "checkpoints"
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+def listed_frame_files(run_dir: Path) -> set[str] | None:
+    """The frame files (in checkpoints/frames/) that the run's complete checkpoints list;
+    None if one of their lists cannot be read."""
+    listed = set()
+    for step in saved_steps(run_dir):
+        try:
+            listed.update(json.loads((Path(run_dir) / "checkpoints" / str(step) / "frames"
+                                      / "metadata").read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return listed
 
 
 def saved_counters(run_dir: Path) -> dict:

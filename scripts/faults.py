@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from agent import config as config_lib
-from agent.checkpoint import saved_counters, saved_steps
+from agent.checkpoint import listed_frame_files, saved_counters, saved_steps
 from agent.cli import parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,10 +142,11 @@ def check_finished(logdir: Path, logs: Path, cfg: config_lib.Config) -> tuple[li
     checkpoints = logdir / "checkpoints"
     leftovers = [p.name for p in checkpoints.iterdir()
                  if not p.name.isdigit() and p.name != "frames"]
-    listed = {name for step in saved_steps(logdir) for name in json.loads(
-        (checkpoints / str(step) / "frames" / "metadata").read_text())["files"]}
+    listed = listed_frame_files(logdir)
+    if listed is None:
+        failures.append("a checkpoint's list of frame files does not read")
     leftovers += [f"frames/{p.name}" for p in (checkpoints / "frames").iterdir()
-                  if p.name not in listed]
+                  if p.name not in (listed or ())]
     if leftovers:
         failures.append(f"left in checkpoints/: {leftovers}")
     summary = (f"  final: env_steps {counters.get('env_steps')}, updates "

@@ -53,8 +53,8 @@ def scalar_to_gaussian(x: jax.Array, support_size: int, sigma: float) -> jax.Arr
     x = jnp.clip(x.astype(jnp.float32), -support_size, support_size)  # [...]
     edges = jnp.arange(-support_size, support_size, dtype=jnp.float32) + 0.5  # [2S]
     cdf = jax.scipy.stats.norm.cdf((edges - x[..., None]) / sigma)  # [..., 2S]
-    ones = jnp.ones_like(cdf[..., :1])
-    return jnp.diff(jnp.concatenate([0 * ones, cdf, ones], axis=-1), axis=-1)  # [..., 2S + 1]
+    below, above = jnp.zeros_like(cdf[..., :1]), jnp.ones_like(cdf[..., :1])
+    return jnp.diff(jnp.concatenate([below, cdf, above], axis=-1), axis=-1)  # [..., 2S + 1]
 
 
 def twohot_to_scalar(probs: jax.Array, support_size: int) -> jax.Array:
