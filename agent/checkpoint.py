@@ -42,7 +42,7 @@ from agent import replay as replay_lib
 
 # Fields that may change between a run and its resumption: extending a run, or how
 # often it logs, must not refuse the checkpoint.
-_RESUMABLE_CHANGES = {("train", "env_steps"), ("preset",), ("logdir",)}
+_RESUMABLE_CHANGES = {("train", "env_steps"), ("train", "devices"), ("preset",), ("logdir",)}
 
 
 class CheckpointError(RuntimeError):

@@ -111,6 +111,10 @@ class TrainConfig:
     """Updates in one jitted call: their batches are sampled together (priorities as at
     the call's start) and reanalysed in one search over all their roots, which takes 1/M
     of the sequential search steps; then the gradient steps run in turn."""
+    devices: int = 0
+    """Local devices each update's batch is split over (data parallel; 0: all of them).
+    Parameters and the replay are replicated on each (the replay so that every device
+    gathers its share of the batch's windows locally); acting runs on them all alike."""
     reanalyze_fraction: float = 0.99
     """Fraction of the batch whose policy targets are recomputed by search."""
     value_target: Literal["nstep", "search", "mixed"] = "nstep"
@@ -279,6 +283,7 @@ def validate(cfg: Config) -> None:
         (len(t.temperatures) > 0 and all(x >= 0 for x in t.temperatures),
          "--train.temperatures must be one or more values >= 0"),
         (t.target_update_interval > 0, "--train.target-update-interval must be > 0"),
+        (t.devices >= 0, f"--train.devices must be >= 0, 0 for all (got {t.devices})"),
         (t.updates_per_call > 0,
          f"--train.updates-per-call must be > 0 (got {t.updates_per_call})"),
         (t.target_update_interval % max(1, t.updates_per_call) == 0,

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 import search
@@ -144,7 +146,29 @@ def gradient_steps(graphdef, optimizer, loss_cfg, params, opt_state,
             metrics)
 
 
-def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
+BATCH_AXIS = "batch"
+
+
+def make_mesh(cfg: Config) -> Mesh | None:
+    """The data-parallel mesh over `train.devices` local devices; None for one device,
+    which keeps the single-device program exactly as it is without a mesh."""
+    available = jax.local_devices()
+    count = cfg.train.devices or len(available)
+    if count > len(available):
+        raise ConfigError(f"--train.devices {count}: only {len(available)} "
+                          f"{available[0].platform} device(s) here; use at most that")
+    if cfg.train.batch_size % count:
+        raise ConfigError(f"--train.batch-size {cfg.train.batch_size} does not split over "
+                          f"{count} devices: use a multiple of {count} or set --train.devices")
+    return Mesh(np.array(available[:count]), (BATCH_AXIS,)) if count > 1 else None
+
+
+def replicate(tree, mesh: Mesh | None):
+    """A full copy of `tree` on every device of `mesh` (unchanged without one)."""
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec, mesh: Mesh | None = None):
     """update(state, replay, betas [M]) -> (state, replay, metrics [M]): M =
     `updates_per_call` gradient steps in one jitted call.
 
@@ -152,18 +176,29 @@ def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec):
     together: one search over M times the roots does the same model calls as M searches
     in 1/M of the sequential simulation steps, and the target network is the same for all
     (`target_update_interval` is a multiple of M).
+
+    With a `mesh` (state and replay replicated on it), the sampled windows are split over
+    its devices: each gathers and reanalyses its share and computes its share of the loss,
+    and XLA sums the gradients across devices (the loss is a mean over the batch).
     """
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=cfg.train.discount)
+
+    def split(tree, spec):
+        if mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
     def update(state: TrainState, replay: replay_lib.Replay, betas):
         rng, sample_rng, reanalyse_rng, augment_rng = jax.random.split(state.rng, 4)
         samples = draw_samples(cfg, replay, sample_rng, betas)
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [M * B]
+        flat = split(flat, P(BATCH_AXIS))
         batch = make_batch(cfg, graphdef, state.target_params, replay, flat, reanalyse_rng,
                            stack=spec.stack, is_image=spec.is_image, recurrent_fn=recurrent_fn)
         if cfg.train.augment and spec.is_image:
             batch = batch.replace(observations=augment(augment_rng, batch.observations))
         batches = jax.tree.map(lambda x: x.reshape(betas.shape[0], -1, *x.shape[1:]), batch)
+        batches = split(batches, P(None, BATCH_AXIS))  # each gradient step's batch is split
         params, opt_state, replay, metrics = gradient_steps(
             graphdef, optimizer, cfg.loss, state.params, state.opt_state, replay, batches,
             samples)
@@ -231,6 +266,7 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env_kwargs = cfg.env.keywords()
+    mesh = make_mesh(cfg)
     env, graphdef, optimizer, state, replay = build(cfg)
     spec = env.spec
     counters = {"env_steps": 0, "updates": 0, "episodes": 0}
@@ -256,8 +292,9 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
     checkpoint_lib.write_config(run_dir, cfg, {"env_spec": spec.to_dict()})
     log = MetricsLog(run_dir, resume_env_steps=counters["env_steps"])
 
+    state, replay = replicate((state, replay), mesh)
     act = make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False)
-    update = make_update(cfg, graphdef, optimizer, spec)
+    update = make_update(cfg, graphdef, optimizer, spec, mesh)
     add = jax.jit(replay_lib.add, donate_argnums=0)
 
     frames = env.reset()[:, -1]  # [N, *frame]

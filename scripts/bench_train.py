@@ -1,7 +1,9 @@
 """Times a preset's training loop phase by phase and projects the wall time of a full run.
 
     .venv/bin/python scripts/bench_train.py --preset atari100k --env pong \
-        [--env-steps N] [--updates N] [--batch-size B] [--json PATH]
+        [--env-steps N] [--updates N] [--batch-size B] [--devices 1 2 ...] [--json PATH]
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+        .venv/bin/python scripts/bench_train.py --preset quickstart --devices 1 2
 
 Builds exactly what `agent.train.train` builds (env, model, optimiser, replay, the jitted
 `act`, `add` and fused `update`) and runs a fixed amount of work after compilation:
@@ -15,7 +17,10 @@ Builds exactly what `agent.train.train` builds (env, model, optimiser, replay, t
    jitted on its own and timed to completion, so that the sum of the parts can be set
    against the fused step;
 4. one orbax checkpoint of the state and the whole replay (the part that holds up the
-   loop; the write goes on in the background), amortised over the checkpoint interval.
+   loop; the write goes on in the background), amortised over the checkpoint interval;
+5. with `--devices`: the fused update again on a data-parallel mesh of each number of
+   local devices given (`--train.devices`), from the same state and replay, and its time
+   per update against the first count's. On CPU, XLA_FLAGS as above makes host devices.
 
 Every jitted function is compiled ahead of its first call; that time is reported apart
 and left out of the rates (the first execution after it is timed). The projection of a
@@ -47,7 +52,16 @@ from agent import config as config_lib
 from agent import replay as replay_lib
 from agent.acting import make_act
 from agent.reanalyze import make_batch
-from agent.train import augment, build, draw_samples, gradient_steps, make_update, temperature
+from agent.train import (
+    augment,
+    build,
+    draw_samples,
+    gradient_steps,
+    make_mesh,
+    make_update,
+    replicate,
+    temperature,
+)
 
 # Acting steps (every env steps once) and update calls per preset when not given: enough to
 # average over, small enough to finish in minutes on a 2-core CPU (one atari100k update at
@@ -110,6 +124,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=int,
                         help="override the preset's batch size (to fit a slow machine)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--devices", type=int, nargs="+",
+                        help="also time the update split over each of these device counts")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args()
 
@@ -210,6 +226,29 @@ def time_checkpoint(state, replay, counters: dict) -> tuple[float, int]:
     return seconds, size
 
 
+def time_devices(cfg, graphdef, optimizer, spec, state, replay, betas, *, counts: list[int],
+                 calls: int) -> list[dict]:
+    """Seconds per update of the fused update on a mesh of each device count (one device: no
+    mesh), each from a copy of the same state and replay; compiled ahead, then one untimed
+    call."""
+    rows = []
+    for count in counts:
+        mesh = make_mesh(dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, devices=count)))
+        s, r = replicate(jax.tree.map(jnp.copy, (state, replay)), mesh)
+        update = make_update(cfg, graphdef, optimizer, spec, mesh)
+        start = time.perf_counter()
+        compiled = update.lower(s, r, betas).compile()
+        compile_s = time.perf_counter() - start
+        s, r, _ = jax.block_until_ready(compiled(s, r, betas))
+        start = time.perf_counter()
+        for _ in range(calls):
+            s, r, _ = jax.block_until_ready(compiled(s, r, betas))
+        update_s = (time.perf_counter() - start) / (calls * cfg.train.updates_per_call)
+        rows.append(dict(devices=count, update_s=update_s, compile_s=compile_s))
+    return rows
+
+
 def memory_peak() -> tuple[str, int]:
     stats = jax.devices()[0].memory_stats()
     if stats and "peak_bytes_in_use" in stats:
@@ -272,6 +311,11 @@ def main():
         env_steps=acting_steps * num_envs, updates=2 * num_updates, episodes=0,
         replay_written=acting_steps * num_envs))
     memory_kind, memory_bytes = memory_peak()
+    device_rows = []
+    if args.devices:
+        print(f"the update on {', '.join(map(str, args.devices))} device(s) ...", flush=True)
+        device_rows = time_devices(cfg, graphdef, optimizer, spec, state, replay, betas,
+                                   counts=args.devices, calls=num_calls)
     load_after = os.getloadavg()
 
     # Means per acting step (all envs) and per update, times their counts in a full run.
@@ -321,6 +365,14 @@ def main():
         print(f"| {name} | {1e3 * each:,.1f} | {count:,} {unit} | {each * count:,.1f} "
               f"| {100 * each * count / projected_s:.1f}% |")
     print(f"| **total** | | | **{projected_s:,.1f}** | 100% |")
+    if device_rows:
+        base = device_rows[0]["update_s"]
+        print(f"\n| devices ({device.platform}) | ms per update | vs {device_rows[0]['devices']} "
+              "| compile s |")
+        print("|--:|--:|--:|--:|")
+        for row in device_rows:
+            print(f"| {row['devices']} | {1e3 * row['update_s']:,.1f} | "
+                  f"{row['update_s'] / base:.2f}x | {row['compile_s']:.1f} |")
 
     if args.json:
         args.json.write_text(json.dumps(dict(
@@ -334,6 +386,7 @@ def main():
             checkpoint_bytes=checkpoint_bytes, replay_bytes=replay_bytes,
             memory=dict(kind=memory_kind, bytes=memory_bytes),
             projected_full_run_s=projected_s, projected_compile_s=run_compile_s,
+            devices=device_rows,
             phases=[dict(name=name, seconds_each=each, per_full_run=count, unit=unit,
                          projected_s=each * count) for name, each, count, unit in rows],
         ), indent=2) + "\n")

@@ -1,7 +1,4 @@
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,58 +199,3 @@ def test_no_runs_is_an_error(tmp_path):
         build_report([tmp_path], tmp_path / "report")
     with pytest.raises(FileNotFoundError, match="no such run directory"):
         build_report([tmp_path / "typo"], tmp_path / "report")
-
-
-# ----------------------------------------------------------------------------- sweep runner
-
-
-@pytest.fixture(scope="module")
-def sweep():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "atari100k.py"
-    spec = importlib.util.spec_from_file_location("atari100k", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-
-
-def test_sweep_dry_run_lists_commands_and_skips_finished(sweep, tmp_path, capsys):
-    write_run(tmp_path, "pong", 0, mean_return=1.0)  # tmp_path/pong/seed_0 is finished
-    argv = ["--games", "Pong", "ms_pacman", "--seeds", "0", "1", "--root", str(tmp_path)]
-    assert sweep.main([*argv, "--dry-run", "--", "--env-steps", "2000"]) == 0
-    out = capsys.readouterr().out
-    commands = [line for line in out.splitlines() if line.startswith("would run:")]
-    assert len(commands) == 3
-    assert not any("--env pong --seed 0 " in line for line in commands)
-    assert "skip   pong seed 0" in out
-    expected = (
-        f"train --env ms_pacman --seed 1 --preset atari100k --logdir {tmp_path}/ms_pacman/seed_1"
-    )
-    assert any(line.endswith(f"{expected} --env-steps 2000") for line in commands)
-    assert "time left: unknown" in out
-    assert f"dreamzero report --runs {tmp_path} --out {tmp_path}/report" in out
-    assert not (tmp_path / "ms_pacman").exists()  # a dry run creates nothing
-
-
-def test_sweep_unknown_game_names_the_closest(sweep, tmp_path):
-    with pytest.raises(SystemExit, match=r"unknown game 'pongg' \(closest: pong\b"):
-        sweep.main(["--games", "pongg", "--root", str(tmp_path), "--dry-run"])
-
-
-def test_sweep_runs_jobs_in_parallel_and_sorts_outcomes(sweep, tmp_path, capsys):
-    def job(name, code):
-        command = [sys.executable, "-c", code]
-        return sweep.Job(name, 0, tmp_path / name, command)
-
-    eval_json = tmp_path / "finishes" / "eval.json"
-    jobs = [
-        job("finishes", f"open({str(eval_json)!r}, 'w').write('{{}}')"),
-        job("fails", "raise SystemExit(3)"),
-        job("stops", "pass"),
-    ]
-    failed, stopped = sweep.run_jobs(jobs, parallel=2)
-    assert [j.game for j in failed] == ["fails"] and [j.game for j in stopped] == ["stops"]
-    out = capsys.readouterr().out
-    assert "finishes seed 0: finished" in out and "FAILED (exit 3)" in out
-    assert (tmp_path / "fails" / "sweep.log").exists()  # parallel runs log to their dir
