@@ -96,17 +96,22 @@ def _kill_worker_after_first_checkpoint(logdir: Path, killed: list, timeout: flo
         time.sleep(0.1)
 
 
+# On the worker of tests/test_faults.py's killed run, whose catch programs it reuses.
+@pytest.mark.xdist_group("killed_run")
 def test_ray_sweep_retries_a_killed_worker_and_reports(sweep, tmp_path):
     """Two envs x two seeds of the smoke preset on a local Ray; one worker is killed after
     its run's first checkpoint. The retry resumes that run, all four finish, one report."""
     import ray
 
-    # tests/test_faults.py's short smoke runs (their compiled programs are shared), each
+    # tests/test_faults.py's short smoke runs (the same compiled programs for catch), each
     # checkpointed every 5 updates.
     train_args = ["--env-steps", "200", "--log.progress", "False", "--train.replay-ratio", "0.1",
                   "--log.checkpoint-interval", "5"]
-    jobs = sweep.plan_jobs(["catch", "CartPole-v1"], [0, 1], tmp_path, "smoke", train_args)
-    victim = jobs[0].logdir
+    cartpole = sweep.plan_jobs(["CartPole-v1"], [0, 1], tmp_path, "smoke", train_args)
+    catch = sweep.plan_jobs(["catch"], [0, 1], tmp_path, "smoke", train_args)
+    # Two at a time, in this order: CartPole seed 1 finds the programs seed 0 compiled.
+    jobs = [cartpole[0], *catch, cartpole[1]]
+    victim = catch[0].logdir
     killed = []
     killer = threading.Thread(target=_kill_worker_after_first_checkpoint,
                               args=(victim, killed), daemon=True)
