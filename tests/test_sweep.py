@@ -96,22 +96,21 @@ def _kill_worker_after_first_checkpoint(logdir: Path, killed: list, timeout: flo
         time.sleep(0.1)
 
 
-# On the worker of tests/test_faults.py's killed run, whose catch programs it reuses.
+# On the worker of tests/test_faults.py's killed run, whose compiled programs it reuses.
 @pytest.mark.xdist_group("killed_run")
 def test_ray_sweep_retries_a_killed_worker_and_reports(sweep, tmp_path):
-    """Two envs x two seeds of the smoke preset on a local Ray; one worker is killed after
-    its run's first checkpoint. The retry resumes that run, all four finish, one report."""
+    """Four smoke runs on a local Ray; one worker is killed after its run's first
+    checkpoint. The retry resumes that run, all four finish, one report.
+
+    The four are catch seeds 0-3, the fault tests' short smoke run (checkpointed every 5
+    updates), so that no run compiles: a second env would add minutes of compilation on
+    two loaded cores. docs/results/scale_out_cpu.md has the two-game sweep (pong, boxing)."""
     import ray
 
-    # tests/test_faults.py's short smoke runs (the same compiled programs for catch), each
-    # checkpointed every 5 updates.
     train_args = ["--env-steps", "200", "--log.progress", "False", "--train.replay-ratio", "0.1",
                   "--log.checkpoint-interval", "5"]
-    cartpole = sweep.plan_jobs(["CartPole-v1"], [0, 1], tmp_path, "smoke", train_args)
-    catch = sweep.plan_jobs(["catch"], [0, 1], tmp_path, "smoke", train_args)
-    # Two at a time, in this order: CartPole seed 1 finds the programs seed 0 compiled.
-    jobs = [cartpole[0], *catch, cartpole[1]]
-    victim = catch[0].logdir
+    jobs = sweep.plan_jobs(["catch"], [0, 1, 2, 3], tmp_path, "smoke", train_args)
+    victim = jobs[0].logdir
     killed = []
     killer = threading.Thread(target=_kill_worker_after_first_checkpoint,
                               args=(victim, killed), daemon=True)
@@ -130,5 +129,4 @@ def test_ray_sweep_retries_a_killed_worker_and_reports(sweep, tmp_path):
     assert f"resuming {victim} at " in log.split("[sweep] attempt 2 ")[1]
     report = sweep.write_report(tmp_path)
     assert report.is_file() and report.parent == tmp_path / "report"
-    for env in ("catch", "CartPole-v1"):
-        assert env in report.read_text()
+    assert "4 run(s) found" in report.read_text()
