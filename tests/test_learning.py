@@ -4,6 +4,7 @@ policy measured on the same environment in the same test."""
 import dataclasses
 
 import numpy as np
+import pytest
 
 from agent import config as config_lib
 from agent.envs import make_env
@@ -47,6 +48,9 @@ def _smoke(logdir, *, env: str, env_steps: int, eval_episodes: int = 16,
     )
 
 
+# One group each (they are the two longest tests): the scheduler can then put them on
+# different workers, which it cannot do with two tests of one module.
+@pytest.mark.xdist_group("learns_catch")
 def test_learns_catch_from_pixels(tmp_path):
     cfg = config_lib.quickstart()
     cfg = dataclasses.replace(
@@ -61,10 +65,12 @@ def test_learns_catch_from_pixels(tmp_path):
     assert result["mean_return"] > random + CATCH_MARGIN, (result["mean_return"], random)
 
 
+@pytest.mark.xdist_group("learns_cartpole")
 def test_learns_cartpole_from_vectors(tmp_path):
-    # Five updates per call (batches reanalysed together): the catch test covers one.
-    cfg = _smoke(tmp_path, env="CartPole-v1", env_steps=LEARN_CARTPOLE_STEPS, batch_size=32,
-                 replay_ratio=0.5, updates_per_call=5)
+    # Five updates per call (batches reanalysed together): the catch test covers one. One
+    # batch of 8 evaluation episodes: a balanced pole plays 500 steps of search each.
+    cfg = _smoke(tmp_path, env="CartPole-v1", env_steps=LEARN_CARTPOLE_STEPS, eval_episodes=8,
+                 batch_size=32, replay_ratio=0.5, updates_per_call=5)
     result = train(cfg)
     random = _random_return("CartPole-v1", episodes=64, seed=1)
     assert result["mean_return"] > CARTPOLE_FACTOR * random, (result["mean_return"], random)

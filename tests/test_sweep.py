@@ -102,13 +102,13 @@ def test_ray_sweep_retries_a_killed_worker_and_reports(sweep, tmp_path):
     """Four smoke runs on a local Ray; one worker is killed after its run's first
     checkpoint. The retry resumes that run, all four finish, one report.
 
-    The four are catch seeds 0-3, the fault tests' short smoke run (checkpointed every 5
-    updates), so that no run compiles: a second env would add minutes of compilation on
+    The four are catch seeds 0-3, the fault tests' short smoke run (checkpointed every 10
+    updates here), so that no run compiles: a second env would add minutes of compilation on
     two loaded cores. docs/results/scale_out_cpu.md has the two-game sweep (pong, boxing)."""
     import ray
 
     train_args = ["--env-steps", "200", "--log.progress", "False", "--train.replay-ratio", "0.1",
-                  "--log.checkpoint-interval", "5"]
+                  "--log.checkpoint-interval", "10"]
     jobs = sweep.plan_jobs(["catch"], [0, 1, 2, 3], tmp_path, "smoke", train_args)
     victim = jobs[0].logdir
     killed = []
