@@ -9,3 +9,10 @@ os.environ.setdefault("DREAMZERO_COMPILATION_CACHE",
 from agent.cli import enable_compilation_cache  # noqa: E402
 
 enable_compilation_cache()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests in an xdist_group first: they are the longest (the learning runs, the
+    killed run and what shares it), and handed out first they even out the workers'
+    loads, since the scheduler hands out whole groups and modules in collection order."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

@@ -32,9 +32,6 @@ def _updates_on_one_and_two_devices() -> dict:
     assert len(jax.local_devices()) == 2, jax.local_devices()
     enable_compilation_cache()  # the test session's cache (its path is in the environment)
     cfg = config_lib.smoke()
-    # tests/test_faults.py's short smoke run, whose 1-device update is then in the cache.
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, env_steps=200,
-                                                             replay_ratio=0.1))
     env, graphdef, optimizer, state, replay = train_lib.build(cfg)
     spec = env.spec
     env.close()
@@ -67,7 +64,6 @@ def _updates_on_one_and_two_devices() -> dict:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="forced host devices: XLA:CPU on Linux")
-@pytest.mark.xdist_group("killed_run")  # after tests/test_faults.py's killed run, as above
 def test_two_devices_compute_the_same_updates_as_one():
     env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {FORCED_DEVICES}")
     done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
