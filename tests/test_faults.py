@@ -65,9 +65,10 @@ def _truncate(path: Path) -> None:
 # necessarily one after another, and a module fixture would be rebuilt in between.
 @pytest.fixture(scope="session")
 def killed_run(tmp_path_factory):
-    """A smoke run killed with SIGKILL three times at random moments, then finished."""
+    """A smoke run killed with SIGKILL twice at random moments, then finished (the full
+    check is `scripts/faults.py --kills 20`, docs/results/faults.md)."""
     logdir = tmp_path_factory.mktemp("kills") / "run"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "faults.py"), "--kills", "3",
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "faults.py"), "--kills", "2",
                            "--env-steps", str(ENV_STEPS), "--logdir", str(logdir), "--", *FAST],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     return logdir, done
@@ -77,7 +78,7 @@ def killed_run(tmp_path_factory):
 def test_random_kills_lose_nothing(killed_run):
     logdir, done = killed_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "3 SIGKILLs" in done.stdout and done.stdout.strip().endswith("OK")
+    assert "2 SIGKILLs" in done.stdout and done.stdout.strip().endswith("OK")
     _assert_finished_exactly(logdir)
 
 
