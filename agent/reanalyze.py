@@ -88,7 +88,8 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     search_value = t.value_target == "search"
     searched = span if search_value else unroll + 1
     search_rng, choose_rng = jax.random.split(rng)
-    roots = jax.tree.map(lambda x: x[:, :searched].reshape(-1, *x.shape[2:]), out)
+    roots = jax.tree.map(lambda x: x[:, :searched].reshape(batch_size * searched, *x.shape[2:]),
+                         out)  # explicit size: a zero-size LSTM carry (no value prefix) has no -1
     plan = search.plan(target_params, search_rng, search.root_from_output(roots), recurrent_fn,
                        **plan_kwargs(cfg.search, greedy=False))
     ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]

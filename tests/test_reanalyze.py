@@ -76,10 +76,11 @@ class _Window:
     observation: object  # (row, time) -> [10, 10, STACK], the stacked observation there
 
 
-def _window_setup(value_target: str) -> _Window:
+def _window_setup(value_target: str, *, value_prefix: bool = True) -> _Window:
     """A smoke model, a replay of STEPS random steps per env and a sample of 4 windows."""
     cfg = config_lib.preset("smoke")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, value_prefix=value_prefix),
+                              train=dataclasses.replace(
         cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False,
         value_target=value_target,
         env_steps=100))  # the TD horizon shrinks by one every 30 transitions of age
@@ -176,3 +177,11 @@ def test_search_value_target_bootstraps_from_the_search_value():
     np.testing.assert_allclose(np.asarray(w.batch.target_values), expected, rtol=1e-5, atol=1e-5)
     policies = np.asarray(plan.action_weights).reshape(4, span, -1)[:, : UNROLL + 1]
     np.testing.assert_allclose(np.asarray(w.batch.target_policies), policies, atol=1e-5)
+
+
+def test_make_batch_takes_a_model_without_value_prefix():
+    """Per-step rewards leave the model state a zero-size LSTM carry, which a reshape to
+    (-1, 0) cannot size: make_batch once failed at the first update of such a run."""
+    w = _window_setup("search", value_prefix=False)
+    assert w.batch.target_values.shape == (4, UNROLL + 1)
+    assert np.isfinite(np.asarray(w.batch.target_values)).all()
