@@ -12,7 +12,9 @@ grid; 1,260 boards) the probe runs the run's newest checkpoint once, without sea
   The true value depends on the two only through their distance, so both are small (0.02
   for the optimal policy's value);
 - how often the policy prior's favourite move and the one-step lookahead
-  argmax_a r(s, a) + discount * v(g(s, a)) bring the agent closer to the goal.
+  argmax_a r(s, a) + discount * v(g(s, a)) bring the agent closer to the goal;
+- on the boards one move from the goal, the predicted reward of that move (the env pays
+  +1) and of the other four (-0.02): whether the model knows where a reward is.
 """
 
 import argparse
@@ -60,6 +62,9 @@ def probe(run_dir: Path) -> dict:
         after = np.clip(agents + grid_env.MOVES[moves], 0, SIZE - 1)
         return float((np.abs(after - goals).sum(1) < distance).mean())
 
+    rewards = np.stack([np.asarray(s.reward) for s in steps], 1)  # [1260, 5]
+    after = np.clip(agents[:, None] + grid_env.MOVES[None], 0, SIZE - 1)  # [1260, 5, 2]
+    arrives = (after == goals[:, None]).all(-1)  # [1260, 5]
     goal_cells, agent_cells = goals @ [SIZE, 1], agents @ [SIZE, 1]  # [1260] cell indices
     return {
         "value_by_distance": [value[distance == d].mean() for d in range(1, 2 * SIZE - 1)],
@@ -67,6 +72,8 @@ def probe(run_dir: Path) -> dict:
         "spread_by_agent": np.std([value[agent_cells == c].mean() for c in range(SIZE * SIZE)]),
         "prior_closer": closer(np.asarray(out.policy_logits).argmax(1)),
         "lookahead_closer": closer(lookahead.argmax(1)),
+        "arrival_reward": rewards[arrives].mean(),
+        "other_reward": rewards[(distance == 1)[:, None] & ~arrives].mean(),
     }
 
 
@@ -75,13 +82,14 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
     print("| run | value at distance 1, 2, …, 10 | spread by goal cell | by agent cell "
-          "| prior closer | lookahead closer |")
-    print("|---|---|--:|--:|--:|--:|")
+          "| prior closer | lookahead closer | reward of the arriving move | of the others |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|")
     for run in args.runs:
         p = probe(run)
         values = ", ".join(f"{v:.2f}" for v in p["value_by_distance"])
         print(f"| {run} | {values} | {p['spread_by_goal']:.2f} | {p['spread_by_agent']:.2f} "
-              f"| {p['prior_closer']:.2f} | {p['lookahead_closer']:.2f} |")
+              f"| {p['prior_closer']:.2f} | {p['lookahead_closer']:.2f} "
+              f"| {p['arrival_reward']:.2f} | {p['other_reward']:.2f} |")
 
 
 if __name__ == "__main__":
