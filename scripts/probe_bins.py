@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_grid import boards  # noqa: E402
+from probe_grid import boards, supervised_step  # noqa: E402
 
 from agent import config as config_lib  # noqa: E402
 from world_model import initial_inference, make_model, to_categorical  # noqa: E402
@@ -52,11 +52,7 @@ def fit(bin_width: float, updates: int, every: int, seed: int) -> list[float]:
         twohot = to_categorical(targets[idx], support, bin_width=bin_width)
         return -jnp.sum(twohot * jax.nn.log_softmax(logits), axis=-1).mean()
 
-    @jax.jit
-    def step(p, s, idx):
-        grads = jax.grad(loss_fn)(p, idx)
-        updates_, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates_), s
+    step = supervised_step(loss_fn, optimizer)
 
     @jax.jit
     def held_out_error(p):

@@ -21,8 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import grid_env  # noqa: E402
@@ -45,6 +47,18 @@ def boards() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 agents.append(env._agent)
                 goals.append(env._goal)
     return np.stack(frames), np.stack(agents), np.stack(goals)
+
+
+def supervised_step(loss_fn, optimizer: optax.GradientTransformation):
+    """The supervised probes' jitted update: (params, opt_state, batch) -> the next two."""
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        grads = jax.grad(loss_fn)(params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return step
 
 
 def probe(run_dir: Path) -> dict:

@@ -25,7 +25,7 @@ import optax
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_grid import boards, grid_env  # noqa: E402
+from probe_grid import boards, grid_env, supervised_step  # noqa: E402
 
 from agent import config as config_lib  # noqa: E402
 from world_model import (  # noqa: E402
@@ -87,11 +87,7 @@ def fit(args: Args, seed: int) -> list[tuple[float, float, float]]:
                                 bin_width=cfg.bin_width, smoothing=cfg.target_smoothing)
         return -jnp.sum(target * jax.nn.log_softmax(logits), axis=-1).mean()
 
-    @jax.jit
-    def step(p, s, pairs):
-        grads = jax.grad(loss_fn)(p, pairs)
-        updates, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
+    step = supervised_step(loss_fn, optimizer)
 
     @jax.jit
     def mean_rewards(p):  # on the arrivals trained on, the held-out ones, the other moves
