@@ -105,7 +105,9 @@ def fit(args: Args, seed: int) -> list[tuple[float, float, float]]:
 
 
 def main() -> None:
-    args = tyro.cli(Args, description=__doc__.split("\n\n")[0])
+    # Booleans as `dreamzero train` spells them: --model.value-prefix False.
+    args = tyro.cli(Args, description=__doc__.split("\n\n")[0],
+                    config=(tyro.conf.FlagConversionOff,))
     checkpoints = range(0, args.updates + 1, args.every)
     print("Mean predicted reward: arrivals trained on / held-out arrivals (both +1 in the env) "
           "/ the other moves next to the goal (-0.02)")
