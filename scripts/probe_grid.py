@@ -49,6 +49,11 @@ def boards() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(frames), np.stack(agents), np.stack(goals)
 
 
+def cells_after(agents: np.ndarray) -> np.ndarray:
+    """Agent cells [N, 2] -> the cell each of the 5 moves leads to, [N, 5, 2]."""
+    return np.clip(agents[:, None] + grid_env.MOVES[None], 0, SIZE - 1)
+
+
 def supervised_step(loss_fn, optimizer: optax.GradientTransformation):
     """The supervised probes' jitted update: (params, opt_state, batch) -> the next two."""
 
@@ -69,16 +74,16 @@ def probe(run_dir: Path) -> dict:
     value = np.asarray(out.value)
     steps = [recurrent_inference(graphdef, params, out.state, jnp.full(len(frames), a))
              for a in range(len(grid_env.MOVES))]
-    lookahead = np.stack([np.asarray(s.reward) + cfg.train.discount * np.asarray(s.value)
-                          for s in steps], 1)  # [1260, 5]
+    rewards = np.stack([np.asarray(s.reward) for s in steps], 1)  # [1260, 5]
+    values = np.stack([np.asarray(s.value) for s in steps], 1)  # [1260, 5]
+    lookahead = rewards + cfg.train.discount * values  # [1260, 5]
+    after = cells_after(agents)  # [1260, 5, 2]
+    arrives = (after == goals[:, None]).all(-1)  # [1260, 5]
 
     def closer(moves: np.ndarray) -> float:
-        after = np.clip(agents + grid_env.MOVES[moves], 0, SIZE - 1)
-        return float((np.abs(after - goals).sum(1) < distance).mean())
+        moved = after[np.arange(len(moves)), moves]  # [1260, 2]
+        return float((np.abs(moved - goals).sum(1) < distance).mean())
 
-    rewards = np.stack([np.asarray(s.reward) for s in steps], 1)  # [1260, 5]
-    after = np.clip(agents[:, None] + grid_env.MOVES[None], 0, SIZE - 1)  # [1260, 5, 2]
-    arrives = (after == goals[:, None]).all(-1)  # [1260, 5]
     goal_cells, agent_cells = goals @ [SIZE, 1], agents @ [SIZE, 1]  # [1260] cell indices
     return {
         "value_by_distance": [value[distance == d].mean() for d in range(1, 2 * SIZE - 1)],

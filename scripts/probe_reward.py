@@ -25,7 +25,7 @@ import optax
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_grid import boards, grid_env, supervised_step  # noqa: E402
+from probe_grid import boards, cells_after, grid_env, supervised_step  # noqa: E402
 
 from agent import config as config_lib  # noqa: E402
 from world_model import (  # noqa: E402
@@ -51,8 +51,7 @@ def moves_and_rewards():
     """Frames [1260, 48, 48, 3], per (board, move): arrives [1260, 5] bool, next to goal
     [1260] bool."""
     frames, agents, goals = boards()
-    after = np.clip(agents[:, None] + grid_env.MOVES[None], 0, grid_env.SIZE - 1)
-    arrives = (after == goals[:, None]).all(-1)  # [1260, 5]
+    arrives = (cells_after(agents) == goals[:, None]).all(-1)  # [1260, 5]
     adjacent = np.abs(agents - goals).sum(1) == 1  # [1260]
     return frames, arrives, adjacent
 
