@@ -62,13 +62,14 @@ def _perturbed(params, *, scale=0.5, seed=0):
     ("obs_shape", "overrides", "latent_shape"),
     [
         ((96, 96, 12), {}, (6, 6, 8)),
+        ((48, 48, 3), {}, (6, 6, 8)),
         ((10, 10, 4), {"downsample": False, "action_embedding": True}, (10, 10, 8)),
         ((10, 10, 4), {"max_flat_image": 400}, (16,)),
         ((7,), {"value_prefix": False, "num_blocks": 0}, (16,)),
         ((7,), {"dtype": "bfloat16", "action_embedding": True}, (16,)),
     ],
-    ids=["image-96-downsample", "image-10-embedding", "image-10-flat", "vector-reward",
-         "vector-bf16"],
+    ids=["image-96-downsample", "image-48-downsample", "image-10-embedding", "image-10-flat",
+         "vector-reward", "vector-bf16"],
 )
 def test_inference_shapes_dtypes_and_latent_range(obs_shape, overrides, latent_shape):
     cfg = dataclasses.replace(TINY, **overrides)

@@ -39,8 +39,9 @@ class ModelConfig:
     at once where a shallow conv stack must relate distant ones through depth, and on CPU
     it trained catch 6x faster per update. 0 keeps every image on the conv path."""
     downsample: bool = True
-    """Image stem with stride-2 convs and avg-pools (96 -> 6) for images of at least 32 px;
-    smaller images (and False) keep their size."""
+    """Image stem of stride-2 convs and avg-pools that halves the image while its side is at
+    least 12 px, to a latent 6-11 cells wide (EfficientZero's 96 -> 6); images under 24 px
+    (and False) keep their size."""
     head_channels: int = 16
     """Channels the image heads reduce the latent to (1x1 conv) before their MLP."""
     head_hidden: int = 32
@@ -229,14 +230,22 @@ def _avg_pool(x: jax.Array) -> jax.Array:
     return nnx.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-_MIN_DOWNSAMPLE_SIZE = 32
+_MIN_LATENT_SIDE = 6
 
 
-def _stem_size(n: int) -> int:
-    """Spatial size after the downsampling stem: two stride-2 convs and two pools."""
-    for _ in range(4):
-        n = math.ceil(n / 2)
-    return n
+def _halvings(side: int) -> int:
+    """How often the downsampling stem halves an image side: down to 6-11 px, where one
+    3x3 conv spans neighbouring objects (a 48 px grid of 8 px cells ends one pixel a cell)."""
+    count = 0
+    while side >= 2 * _MIN_LATENT_SIDE:
+        side, count = math.ceil(side / 2), count + 1
+    return count
+
+
+def _halve(side: int, times: int) -> int:
+    for _ in range(times):
+        side = math.ceil(side / 2)
+    return side
 
 
 # Initialisers draw on the host with numpy from the layer's key. jax.random initialisers
@@ -333,21 +342,21 @@ def _blocks(width: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs) -> nnx.
 class _ImageEncoder(nnx.Module):
     """uint8 [B, H, W, C_in] -> [B, h, w, channels]."""
 
-    def __init__(self, in_ch: int, cfg: ModelConfig, *, downsample: bool, dtype, rngs: nnx.Rngs):
+    def __init__(self, in_ch: int, cfg: ModelConfig, *, halvings: int, dtype, rngs: nnx.Rngs):
         ch = cfg.channels
-        if downsample:
+        if halvings >= 2:
+            # EfficientZero's stem (4 halvings: 96 -> 6); fewer halvings drop trailing pools.
             half = ch // 2
-            self.stem = nnx.Sequential(
+            layers = [
                 _conv(in_ch, half, stride=2, dtype=dtype, rngs=rngs),
                 _norm(half, dtype=dtype, rngs=rngs),
                 jax.nn.relu,
                 _ResBlock(half, half, dtype=dtype, rngs=rngs),
                 _ResBlock(half, ch, stride=2, dtype=dtype, rngs=rngs),
-                _ResBlock(ch, ch, dtype=dtype, rngs=rngs),
-                _avg_pool,
-                _ResBlock(ch, ch, dtype=dtype, rngs=rngs),
-                _avg_pool,
-            )
+            ]
+            for _ in range(halvings - 2):
+                layers += [_ResBlock(ch, ch, dtype=dtype, rngs=rngs), _avg_pool]
+            self.stem = nnx.Sequential(*layers)
         else:
             self.stem = nnx.Sequential(
                 _conv(in_ch, ch, dtype=dtype, rngs=rngs),
@@ -556,13 +565,11 @@ class _WorldModel(nnx.Module):
                                           dtype=dtype, rngs=rngs)
         elif spatial:
             height, width, in_ch = obs_shape
-            # Downsampling a tiny image would leave a latent of a pixel or two.
-            downsample = cfg.downsample and min(height, width) >= _MIN_DOWNSAMPLE_SIZE
-            if downsample:
-                height, width = _stem_size(height), _stem_size(width)
+            halvings = _halvings(min(height, width)) if cfg.downsample else 0
+            if halvings >= 2:
+                height, width = (_halve(n, halvings) for n in (height, width))
             latent_shape = (height, width, cfg.channels)
-            self.encoder = _ImageEncoder(in_ch, cfg, downsample=downsample, dtype=dtype,
-                                         rngs=rngs)
+            self.encoder = _ImageEncoder(in_ch, cfg, halvings=halvings, dtype=dtype, rngs=rngs)
         else:
             latent_shape = (cfg.vector_hidden,)
             self.encoder = _VectorEncoder(obs_shape[0], cfg, dtype=dtype, rngs=rngs)
