@@ -421,4 +421,6 @@ def read_config(run_dir: Path) -> tuple[config_lib.Config, dict]:
     try:
         return config_lib.from_dict(data), extra
     except (config_lib.ConfigError, TypeError) as error:
-        raise refuse(f"is not a config of this dreamzero ({_one_line(error)})") from None
+        raise RunDirError(
+            f"{path} was written by another version of dreamzero ({error}): train "
+            "into a new --logdir, or use the version that wrote it") from None
