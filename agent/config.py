@@ -204,24 +204,23 @@ def smoke() -> Config:
 
 
 def quickstart() -> Config:
-    """The default of `dreamzero train`: learns the built-in catch game on a laptop CPU, and
-    the preset `dreamzero train --env X` gives any other env.
+    """The default of `dreamzero train`: learns the built-in catch game on a laptop CPU,
+    and the preset `dreamzero train --env X` gives any other env.
 
-    Sizes follow the env spec
-    through the model's rules: images of at most `model.max_flat_image` values (catch,
-    MinAtar, small grids) are flattened into the MLP path of width `vector_hidden`, like
-    vector observations; larger images keep the conv path (downsampled to a latent 6-11
-    cells wide from 24 px up). One update per env step: at a quarter of that catch was still
-    near random after 8k steps. Value targets take one real reward, then the reanalysis
-    search's value (`value_target="search"`, `td_steps=1`): the seeds that failed catch had
-    learnt the value of the replay's near-random acting policy, not which balls can still be
-    caught. In a short run most of the replay comes from much worse policies than the
-    current one, and every real step in a target is a step of theirs; the search's value is
-    the current policy's. The target network is refreshed every 50 updates: with one real
-    step per target, what the value knows travels back along the episode through those
-    refreshes. Value bins stay EfficientZero's (1 wide in h's units): bins 0.1 wide solved
-    catch on every seed but left Acrobot's value, which must grow to about -80, far behind
-    its targets (docs/results/ladder_cpu.md)."""
+    Sizes follow the env spec through the model's rules: images of at most
+    `model.max_flat_image` values (catch, MinAtar, small grids) are flattened into the MLP
+    path of width `vector_hidden`, like vector observations; larger images keep the conv
+    path (downsampled to 6-11 px from 24 px up). One update per env step: at a quarter of that catch
+    was still near random after 8k steps. Value targets take one real reward, then the
+    reanalysis search's value (`value_target="search"`, `td_steps=1`): the seeds that
+    failed catch had learnt the value of the replay's near-random acting policy, not which
+    balls can still be caught. In a short run most of the replay comes from much worse
+    policies than the current one, and every real step in a target is a step of theirs;
+    the search's value is the current policy's. The target network is refreshed every 50
+    updates: with one real step per target, what the value knows travels back along the
+    episode through those refreshes. Value bins stay EfficientZero's (1 wide in h's
+    units): bins 0.1 wide solved catch on every seed but left Acrobot's value, which must
+    grow to about -80, far behind its targets (docs/results/ladder_cpu.md)."""
     return Config(
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),

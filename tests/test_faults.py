@@ -260,8 +260,8 @@ def _bad_run_dirs(root: Path) -> dict[str, Path]:
         if config == "smoke":
             write_config(path, cfg)
         elif config == "retired":  # a knob this version no longer has
-            data = {**config_lib.to_dict(cfg), "model": {**config_lib.to_dict(cfg)["model"],
-                                                         "retired_knob": 1}}
+            data = config_lib.to_dict(cfg)
+            data["model"]["retired_knob"] = 1
             (path / "config.json").write_text(json.dumps(data))
         elif config is not None:
             (path / "config.json").write_text(config)

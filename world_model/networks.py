@@ -235,17 +235,12 @@ _MIN_LATENT_SIDE = 6
 
 def _halvings(side: int) -> int:
     """How often the downsampling stem halves an image side: down to 6-11 px, where one
-    3x3 conv spans neighbouring objects (a 48 px grid of 8 px cells ends one pixel a cell)."""
+    3x3 conv spans neighbouring objects (a 48 px grid of 8 px cells ends one pixel a cell).
+    0 below 24 px: the stem's two strided convs are the fewest it has."""
     count = 0
     while side >= 2 * _MIN_LATENT_SIDE:
         side, count = math.ceil(side / 2), count + 1
-    return count
-
-
-def _halve(side: int, times: int) -> int:
-    for _ in range(times):
-        side = math.ceil(side / 2)
-    return side
+    return count if count >= 2 else 0
 
 
 # Initialisers draw on the host with numpy from the layer's key. jax.random initialisers
@@ -344,7 +339,7 @@ class _ImageEncoder(nnx.Module):
 
     def __init__(self, in_ch: int, cfg: ModelConfig, *, halvings: int, dtype, rngs: nnx.Rngs):
         ch = cfg.channels
-        if halvings >= 2:
+        if halvings:
             # EfficientZero's stem (4 halvings: 96 -> 6); fewer halvings drop trailing pools.
             half = ch // 2
             layers = [
@@ -566,8 +561,7 @@ class _WorldModel(nnx.Module):
         elif spatial:
             height, width, in_ch = obs_shape
             halvings = _halvings(min(height, width)) if cfg.downsample else 0
-            if halvings >= 2:
-                height, width = (_halve(n, halvings) for n in (height, width))
+            height, width = (math.ceil(n / 2**halvings) for n in (height, width))
             latent_shape = (height, width, cfg.channels)
             self.encoder = _ImageEncoder(in_ch, cfg, halvings=halvings, dtype=dtype, rngs=rngs)
         else:
