@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 
 import search
+import world_model
 from agent.config import SearchConfig
 
 
@@ -28,16 +29,35 @@ def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0) ->
     return kwargs
 
 
-def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool):
+def search_roots(cfg: SearchConfig, rng, out, *, continuous: bool):
+    """The search roots of an `initial_inference` output: the policy's own actions, or
+    sampled arms for Box actions."""
+    if not continuous:
+        return search.root_from_output(out)
+    return search.sampled_root(rng, out, num_arms=cfg.sampled_actions,
+                               wide_arms=cfg.wide_actions)
+
+
+def num_arms(cfg: SearchConfig, *, continuous: bool) -> int:
+    """Arms per node of a search over Box actions; 0 for Discrete ones."""
+    return cfg.sampled_actions if continuous else 0
+
+
+def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool,
+             continuous: bool = False):
     """act(params, rng, obs [N, *obs_shape], temperature) -> search.PlanOutput, jitted.
 
     `temperature` is traced, so one compile serves the whole temperature schedule.
+    `continuous` searches a Box action space by sampling.
     """
-    recurrent_fn = search.model_recurrent_fn(graphdef, discount=discount)
+    recurrent_fn = search.model_recurrent_fn(graphdef, discount=discount,
+                                             num_arms=num_arms(cfg, continuous=continuous))
 
     @jax.jit
     def act(params, rng, obs, temperature=1.0):
-        root = search.model_root(graphdef, params, obs)
+        root_rng, rng = jax.random.split(rng) if continuous else (None, rng)
+        out = world_model.initial_inference(graphdef, params, obs)
+        root = search_roots(cfg, root_rng, out, continuous=continuous)
         return search.plan(params, rng, root, recurrent_fn,
                            **plan_kwargs(cfg, greedy=greedy, temperature=temperature))
 

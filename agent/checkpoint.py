@@ -260,7 +260,8 @@ class Checkpointer:
 
 def _without_frames(replay: replay_lib.Replay) -> dict:
     """The replay's fields but its frames, which are saved on their own."""
-    return {name: value for name, value in replay.items() if name != "frames"}
+    return {name: value for name, value in replay.items()
+            if name != "frames" and value is not None}  # no arms for Discrete actions
 
 
 class _FrameFiles:

@@ -34,12 +34,16 @@ class EnvConfig:
     """Up to this many random no-ops at reset (Atari)."""
     max_episode_frames: int = 108_000
     """Episode cap in emulator frames (Atari; 108k = 30 minutes of play)."""
+    action_repeat: int = 1
+    """Gymnasium and custom envs: each agent action is repeated this many env steps, their
+    rewards summed (DMC's protocol repeats 2). Atari keeps the protocol's frame skip 4."""
 
     def keywords(self) -> dict:
         """The `agent.envs.make_env` keywords these settings give (all but the name,
         num_envs, seed and mode)."""
         return dict(image_size=self.image_size, frame_stack=self.frame_stack,
-                    noop_max=self.noop_max, max_episode_frames=self.max_episode_frames)
+                    noop_max=self.noop_max, max_episode_frames=self.max_episode_frames,
+                    action_repeat=self.action_repeat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,12 @@ class SearchConfig:
     min_q_range: float = 0.01
     """Smallest range (in return units) Q-values are divided by (EfficientZero's 0.01;
     mctx's 1e-8 lets any spread of noise count in full)."""
+    sampled_actions: int = 8
+    """Box actions only: actions each node samples from its policy; they are the node's
+    choices (Sampled MuZero, EfficientZero-V2)."""
+    wide_actions: int = 2
+    """Box actions only: how many of the root's samples come from the policy with twice its
+    std, to try actions the policy would not (exploration)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +318,9 @@ def validate(cfg: Config) -> None:
         (s.num_simulations > 0, f"--search.num-simulations must be > 0 (got {s.num_simulations})"),
         (s.kind != "gumbel" or s.max_num_considered_actions > 0,
          "--search.max-num-considered-actions must be > 0"),
+        (s.sampled_actions > 1, f"--search.sampled-actions must be > 1 (got {s.sampled_actions})"),
+        (0 <= s.wide_actions < s.sampled_actions,
+         f"--search.wide-actions must be in [0, sampled-actions) (got {s.wide_actions})"),
         (lg.log_interval > 0, "--log.log-interval must be > 0"),
         (lg.eval_interval >= 0, "--log.eval-interval must be >= 0 (0 disables it)"),
         (lg.eval_episodes > 0, "--log.eval-episodes must be > 0"),

@@ -7,7 +7,8 @@ actions. Per depth k it is compared with what really happened:
 - reward error   |dreamed reward of step k - real (clipped) reward r_{t+k-1}|
 - value error    |dreamed value at k - real discounted return from t+k|
                  (bootstrapped with the search value where a recording stops early)
-- policy KL      KL(search policy at t+k || dreamed policy at k)
+- policy KL      KL(search policy at t+k || dreamed policy at k); for Box actions over
+                 the search's arms, the dreamed density renormalised over them
 - latent cosine  cos(dreamed latent at k, representation of the real observation t+k)
 """
 
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agent import evaluate as evaluate_lib
-from world_model import initial_inference, recurrent_inference
+from world_model import gaussian, initial_inference, recurrent_inference
 
 METRICS = ("reward_error", "value_error", "policy_kl", "latent_cosine")
 
@@ -32,10 +33,11 @@ class Windows:
     """Every (K+1)-step window of the held-out trajectories."""
 
     obs: np.ndarray  # [M, K+1, *obs_shape]
-    actions: np.ndarray  # [M, K] int32
+    actions: np.ndarray  # [M, K] int32; Box actions [M, K, D] float32
     rewards: np.ndarray  # [M, K] float32 real (clipped) rewards
     returns: np.ndarray  # [M, K+1] float32 real discounted returns
-    policies: np.ndarray  # [M, K+1, A] search policies
+    policies: np.ndarray  # [M, K+1, A] search policies (Box actions: over the arms)
+    arms: np.ndarray | None = None  # Box actions: [M, K+1, S, D] the search's arms
 
 
 def discounted_returns(traj: evaluate_lib.Trajectory, *, discount: float,
@@ -66,14 +68,18 @@ def make_windows(trajectories: list[evaluate_lib.Trajectory], *, horizon: int,
         rewards = np.clip(traj.rewards, -1, 1) if clip_rewards else traj.rewards
         starts = np.arange(count)[:, None]
         k1, k = starts + np.arange(horizon + 1), starts + np.arange(horizon)
-        parts.append((traj.obs[k1], traj.actions[k], rewards[k], returns[k1], traj.policies[k1]))
+        arms = None if traj.arms is None else traj.arms[k1]
+        parts.append((traj.obs[k1], traj.actions[k], rewards[k], returns[k1], traj.policies[k1],
+                      arms))
     if not parts:
         raise ValueError(f"no held-out trajectory is longer than the horizon {horizon}: "
                          "lower --horizon or collect longer episodes")
-    arrays = [np.concatenate(x) for x in zip(*parts, strict=True)]
+    arrays = [None if x[0] is None else np.concatenate(x) for x in zip(*parts, strict=True)]
     keep = np.unique(np.linspace(0, len(arrays[1]) - 1, max_windows).astype(int))
-    obs, actions, rewards, returns, policies = (x[keep] for x in arrays)
-    return Windows(obs=obs, actions=actions, rewards=rewards, returns=returns, policies=policies)
+    obs, actions, rewards, returns, policies, arms = (
+        None if x is None else x[keep] for x in arrays)
+    return Windows(obs=obs, actions=actions, rewards=rewards, returns=returns, policies=policies,
+                   arms=arms)
 
 
 def dream_errors(initial_fn, recurrent_fn, windows: Windows) -> dict[str, jax.Array]:
@@ -93,7 +99,10 @@ def dream_errors(initial_fn, recurrent_fn, windows: Windows) -> dict[str, jax.Ar
     logits = jnp.stack([o.policy_logits for o in outputs], 1)  # [M, K+1, A]
     rewards = jnp.stack([o.reward for o in outputs[1:]], 1)  # [M, K]
 
-    log_policy = jax.nn.log_softmax(logits)
+    if windows.arms is None:
+        log_policy = jax.nn.log_softmax(logits)
+    else:
+        log_policy = jax.nn.log_softmax(gaussian.log_prob(logits, jnp.asarray(windows.arms)))
     target = jnp.asarray(windows.policies)
     kl = jnp.sum(jnp.where(target > 0, target * (jnp.log(jnp.maximum(target, 1e-12))
                                                  - log_policy), 0.0), axis=-1)

@@ -21,9 +21,9 @@ from world_model import make_model
 
 
 @functools.lru_cache(maxsize=4)
-def _greedy_act(graphdef, search_cfg, discount: float):
+def _greedy_act(graphdef, search_cfg, discount: float, continuous: bool):
     # Cached so periodic evaluations reuse one compiled search.
-    return make_act(graphdef, search_cfg, discount=discount, greedy=True)
+    return make_act(graphdef, search_cfg, discount=discount, greedy=True, continuous=continuous)
 
 
 @dataclasses.dataclass
@@ -31,11 +31,12 @@ class Trajectory:
     """One recorded evaluation episode (its first `record_steps` steps)."""
 
     obs: np.ndarray  # [T, *obs_shape] what the model saw
-    actions: np.ndarray  # [T] int32
+    actions: np.ndarray  # [T] int32; Box actions [T, D] float32
     rewards: np.ndarray  # [T] float32 raw reward after each action
-    policies: np.ndarray  # [T, A] search policy
+    policies: np.ndarray  # [T, A] search policy (Box actions: over the arms)
     values: np.ndarray  # [T] search root value
     complete: bool  # the recording reaches the episode's end
+    arms: np.ndarray | None = None  # Box actions: [T, K, D] the search's arms (pre-tanh)
 
 
 @dataclasses.dataclass
@@ -54,7 +55,7 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
     """
     num_envs = min(episodes, cfg.log.eval_envs)
     env = make_env(cfg.env.name, num_envs=num_envs, seed=seed, mode="eval", **env_kwargs)
-    act = _greedy_act(graphdef, cfg.search, cfg.train.discount)
+    act = _greedy_act(graphdef, cfg.search, cfg.train.discount, env.spec.continuous)
     # Each env plays its own quota, so short episodes are not over-represented.
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
@@ -73,7 +74,8 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
         for i in range(num_envs):
             if record_steps and len(recording[i]) < record_steps:
                 recording[i].append((obs[i], plan.action[i], step.reward[i],
-                                     plan.action_weights[i], plan.root_value[i]))
+                                     plan.action_weights[i], plan.root_value[i],
+                                     None if plan.arms is None else plan.arms[i]))
             if ended[i] and len(returns[i]) < quota[i]:
                 returns[i].append(float(step.episode_return[i]))
                 if record_steps:
@@ -90,10 +92,12 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
 
 
 def _trajectory(steps: list[tuple], length: int, record_steps: int) -> Trajectory:
-    obs, actions, rewards, policies, values = (np.stack(x) for x in zip(*steps, strict=True))
-    return Trajectory(obs=obs, actions=actions.astype(np.int32),
-                      rewards=rewards.astype(np.float32), policies=policies,
-                      values=values.astype(np.float32), complete=length <= record_steps)
+    *fields, arms = zip(*steps, strict=True)
+    obs, actions, rewards, policies, values = (np.stack(x) for x in fields)
+    return Trajectory(obs=obs, actions=actions, rewards=rewards.astype(np.float32),
+                      policies=policies, values=values.astype(np.float32),
+                      complete=length <= record_steps,
+                      arms=None if arms[0] is None else np.stack(arms))
 
 
 def write_eval(run_dir: Path, env_name: str, env_steps: int, returns: list[float]) -> dict:
@@ -131,7 +135,8 @@ def load_run(run_dir: Path):
     env = make_env(cfg.env.name, num_envs=1, seed=0, mode="eval", **env_kwargs)
     spec = env.spec
     env.close()
-    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
+    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed,
+                                  action_dim=spec.action_dim)
     checkpointer = checkpoint_lib.Checkpointer(run_dir, read_only=True)
     params, counters = checkpointer.restore_params(params)
     checkpointer.close()

@@ -2,7 +2,8 @@
 target network (EfficientZero).
 
 - policy targets: one batched search over every root of the unroll (B x (K+1) roots);
-  a `1 - reanalyze_fraction` share of samples keeps the policy stored when acting;
+  a `1 - reanalyze_fraction` share of samples keeps the policy stored when acting (for
+  Box actions, a policy is weights over sampled arms, which travel with it);
 - value targets: n-step returns bootstrapped from the target network's value of the
   observation n steps ahead (or, as an option, from the search's value there, MuZero
   Reanalyse), with the horizon shortened for old data (off-policy correction) or, as an
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 
 import search
 from agent import replay as replay_lib
-from agent.acting import plan_kwargs
+from agent.acting import plan_kwargs, search_roots
 from agent.config import Config
 from world_model import Batch, initial_inference
 
@@ -62,7 +63,8 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     t = cfg.train
     unroll, td = t.unroll_steps, t.td_steps
     rows, times = sample.rows, sample.times  # [B], [B]
-    num_actions = replay.policies.shape[-1]
+    num_actions = replay.policies.shape[-1]  # Box actions: the search's arms
+    continuous = replay.arms is not None
 
     ends = replay_lib.window(replay.ends, rows, times, unroll + td)  # [B, K+td]
     alive = jnp.cumprod(
@@ -88,10 +90,12 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     search_value = t.value_target == "search"
     searched = span if search_value else unroll + 1
     search_rng, choose_rng = jax.random.split(rng)
+    root_rng, search_rng = jax.random.split(search_rng) if continuous else (None, search_rng)
     roots = jax.tree.map(lambda x: x[:, :searched].reshape(batch_size * searched, *x.shape[2:]),
                          out)  # explicit size: a zero-size LSTM carry (no value prefix) has no -1
-    plan = search.plan(target_params, search_rng, search.root_from_output(roots), recurrent_fn,
-                       **plan_kwargs(cfg.search, greedy=False))
+    plan = search.plan(target_params, search_rng,
+                       search_roots(cfg.search, root_rng, roots, continuous=continuous),
+                       recurrent_fn, **plan_kwargs(cfg.search, greedy=False))
     ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
     step_values = plan.root_value.reshape(batch_size, span) if search_value else out.value
     # step_values [B, K+td+1]
@@ -109,6 +113,12 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     policies = jnp.where(reanalysed[:, None, None], fresh, stored)
     mask = alive[:, : unroll + 1]  # [B, K+1]
     policies = jnp.where(mask[..., None] > 0, policies, 1.0 / num_actions)
+    arms = None
+    if continuous:
+        fresh_arms = plan.arms.reshape(batch_size, searched, *plan.arms.shape[1:])
+        stored_arms = replay_lib.window(replay.arms, rows, times, unroll + 1)  # [B, K+1, S, D]
+        arms = jnp.where(reanalysed[:, None, None, None], fresh_arms[:, : unroll + 1],
+                         stored_arms)
 
     return Batch(
         observations=obs[:, : unroll + 1],
@@ -118,4 +128,5 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
         target_policies=policies,
         mask=mask,
         weights=sample.weights,
+        target_arms=arms,
     )

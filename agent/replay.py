@@ -3,7 +3,8 @@
 Layout: one row per env, one column per time step, a ring of `length` columns shared by
 all rows (the envs step in lockstep, so one write pointer serves them all). Slot (n, t)
 holds the frame the agent saw at time t, the action it took, the reward and segment end
-that followed, and the search policy / value / priority of that step.
+that followed, and the search policy / value / priority of that step. For Box actions
+the policy is over the search's sampled arms, which are stored with it.
 
 A *segment* is a run of steps without a training terminal (game over, life loss, time
 cap). Observation stacks never reach across a segment start: the first frame is
@@ -27,16 +28,17 @@ import numpy as np
 @chex.dataclass(frozen=True)
 class Replay:
     frames: jax.Array        # [N, L, *frame] uint8 (images) or float32 (vectors)
-    actions: jax.Array       # [N, L] int32
+    actions: jax.Array       # [N, L] int32; Box actions [N, L, D] float32 in [-1, 1]
     rewards: jax.Array       # [N, L] float32 raw reward after the action
     ends: jax.Array          # [N, L] bool, the segment ends after this step
     segment_start: jax.Array  # [N, L] int32 absolute time of the segment's first step
-    policies: jax.Array      # [N, L, A] float32 search policy when acting
+    policies: jax.Array      # [N, L, A] float32 search policy when acting; Box: over K arms
     values: jax.Array        # [N, L] float32 search root value when acting
     priorities: jax.Array    # [N, L] float32
     current_start: jax.Array  # [N] int32 absolute start of each row's open segment
     written: jax.Array       # [] int32 absolute time of the next column to write
     max_priority: jax.Array  # [] float32, given to new steps
+    arms: jax.Array | None = None  # Box actions: [N, L, K, D] float32 the policy's arms
 
     @property
     def length(self) -> int:
@@ -55,11 +57,15 @@ class Sample:
 
 
 def init(*, num_envs: int, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
-         num_actions: int) -> Replay:
+         num_actions: int, action_dim: int = 0) -> Replay:
+    """An empty buffer. num_actions: the width of a stored policy (the Discrete actions, or
+    for Box actions of `action_dim` > 0 dimensions the search's arms)."""
     length = capacity // num_envs
+    continuous = action_dim > 0
     return Replay(
         frames=jnp.zeros((num_envs, length, *frame_shape), frame_dtype),
-        actions=jnp.zeros((num_envs, length), jnp.int32),
+        actions=(jnp.zeros((num_envs, length, action_dim), jnp.float32) if continuous
+                 else jnp.zeros((num_envs, length), jnp.int32)),
         rewards=jnp.zeros((num_envs, length), jnp.float32),
         ends=jnp.zeros((num_envs, length), bool),
         segment_start=jnp.zeros((num_envs, length), jnp.int32),
@@ -69,14 +75,16 @@ def init(*, num_envs: int, capacity: int, frame_shape: tuple[int, ...], frame_dt
         current_start=jnp.zeros((num_envs,), jnp.int32),
         written=jnp.zeros((), jnp.int32),
         max_priority=jnp.ones((), jnp.float32),
+        arms=(jnp.zeros((num_envs, length, num_actions, action_dim), jnp.float32)
+              if continuous else None),
     )
 
 
 def check_memory(*, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
-                 num_actions: int) -> int:
+                 num_actions: int, action_dim: int = 0) -> int:
     """Bytes the buffer needs; raises MemoryError with the fix if the device lacks them."""
     per_step = (int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize
-                + 4 * (num_actions + 6))
+                + 4 * (num_actions * (1 + action_dim) + action_dim + 6))
     needed = capacity * per_step
     device = jax.devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
@@ -93,11 +101,13 @@ def check_memory(*, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
     return needed
 
 
-def add(replay: Replay, *, frames, actions, rewards, ends, starts, policies, values) -> Replay:
+def add(replay: Replay, *, frames, actions, rewards, ends, starts, policies, values,
+        arms=None) -> Replay:
     """Writes one time step for every env.
 
-    frames [N, *frame], actions [N], rewards [N], ends [N] bool (segment ends after this
-    step), starts [N] bool (this frame opens a segment), policies [N, A], values [N].
+    frames [N, *frame], actions [N] (Box: [N, D]), rewards [N], ends [N] bool (segment
+    ends after this step), starts [N] bool (this frame opens a segment), policies [N, A],
+    values [N], arms [N, K, D] (Box actions only).
     """
     t = replay.written
     column = t % replay.length
@@ -114,9 +124,10 @@ def add(replay: Replay, *, frames, actions, rewards, ends, starts, policies, val
         segment_start=put(replay.segment_start, current_start),
         policies=put(replay.policies, policies),
         values=put(replay.values, values),
-        priorities=put(replay.priorities, jnp.full(actions.shape, replay.max_priority)),
+        priorities=put(replay.priorities, jnp.full(replay.num_envs, replay.max_priority)),
         current_start=current_start,
         written=t + 1,
+        arms=None if arms is None else put(replay.arms, arms),
     )
 
 

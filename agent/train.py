@@ -29,7 +29,7 @@ from agent import config as config_lib
 from agent import dreams
 from agent import evaluate as evaluate_lib
 from agent import replay as replay_lib
-from agent.acting import make_act
+from agent.acting import make_act, num_arms
 from agent.config import Config, ConfigError
 from agent.envs import EnvSpec, make_env
 from agent.metrics import MetricsLog
@@ -181,7 +181,9 @@ def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec, mesh: Mesh | No
     its devices: each gathers and reanalyses its share and computes its share of the loss,
     and XLA sums the gradients across devices (the loss is a mean over the batch).
     """
-    recurrent_fn = search.model_recurrent_fn(graphdef, discount=cfg.train.discount)
+    recurrent_fn = search.model_recurrent_fn(
+        graphdef, discount=cfg.train.discount,
+        num_arms=num_arms(cfg.search, continuous=spec.continuous))
 
     def split(tree, spec):
         if mesh is None:
@@ -244,16 +246,20 @@ def build(cfg: Config):
                    **cfg.env.keywords())
     spec = env.spec
     frame_dtype = np.dtype(spec.frame_dtype)
+    # A stored policy is over the Discrete actions, or over the search's arms.
+    policy_size = num_arms(cfg.search, continuous=True) if spec.continuous else spec.num_actions
     replay_lib.check_memory(capacity=cfg.replay.capacity, frame_shape=spec.frame_shape,
-                            frame_dtype=frame_dtype, num_actions=spec.num_actions)
-    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed)
+                            frame_dtype=frame_dtype, num_actions=policy_size,
+                            action_dim=spec.action_dim)
+    graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed,
+                                  action_dim=spec.action_dim)
     optimizer = make_optimizer(cfg)
     state = TrainState(params=params, target_params=_copy(params),
                        opt_state=optimizer.init(params),
                        rng=jax.random.key_data(jax.random.key(cfg.seed)))
     replay = replay_lib.init(num_envs=cfg.env.num_envs, capacity=cfg.replay.capacity,
                              frame_shape=spec.frame_shape, frame_dtype=frame_dtype,
-                             num_actions=spec.num_actions)
+                             num_actions=policy_size, action_dim=spec.action_dim)
     return env, graphdef, optimizer, state, replay
 
 
@@ -293,7 +299,8 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
     log = MetricsLog(run_dir, resume_env_steps=counters["env_steps"])
 
     state, replay = replicate((state, replay), mesh)
-    act = make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False)
+    act = make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False,
+                   continuous=spec.continuous)
     update = make_update(cfg, graphdef, optimizer, spec, mesh)
     add = jax.jit(replay_lib.add, donate_argnums=0)
 
@@ -335,7 +342,7 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
             ends = step.train_terminal | ended
             replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
                          ends=ends, starts=starts, policies=plan.action_weights,
-                         values=plan.root_value)
+                         values=plan.root_value, arms=plan.arms)
             starts = ends
             stack.push(step.obs[:, -1], starts)
             counters["episodes"] += int(ended.sum())

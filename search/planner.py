@@ -1,4 +1,10 @@
-"""Batched tree search over the learned model, on top of mctx."""
+"""Batched tree search over the learned model, on top of mctx.
+
+Discrete actions are mctx's actions. A Box action space is searched by sampling
+(Sampled MuZero, Hubert et al. 2021; EfficientZero-V2): each node draws K actions
+from its policy, those K *arms* are mctx's actions, and the node keeps them in its
+embedding (`SampledEmbedding`) so that `recurrent_fn` maps an arm to its action.
+"""
 
 import dataclasses
 import functools
@@ -11,6 +17,7 @@ import mctx
 
 import world_model
 from search import qtransforms
+from world_model import gaussian
 
 # (kind, qtransform) -> the mctx qtransform and the name of its range-floor argument.
 _QTRANSFORMS = {
@@ -25,17 +32,28 @@ _QTRANSFORMS = {
 class PlanOutput:
     """The result of one batched search.
 
-    action: `[B]` int32 the action to take.
+    action: `[B]` int32 the action to take; Box actions `[B, D]` in [-1, 1].
     action_weights: `[B, num_actions]` the improved policy (Gumbel) or the root
       visit distribution (MuZero); the policy target. Invalid actions get zero.
+      Box actions: `[B, K]`, over the root's arms.
     root_value: `[B]` the search value at the root.
     network_value: `[B]` the network's raw value at the root.
+    arms: Box actions only: `[B, K, D]` the root's arms (pre-tanh); else None.
     """
 
     action: chex.Array
     action_weights: chex.Array
     root_value: chex.Array
     network_value: chex.Array
+    arms: chex.Array | None = None
+
+
+@chex.dataclass(frozen=True)
+class SampledEmbedding:
+    """A node of a search over Box actions: the model state there and its arms."""
+
+    state: world_model.ModelState
+    arms: chex.Array  # [B, K, D] pre-tanh actions; arm i is mctx's action i
 
 
 def model_root(graphdef: Any, params: Any, obs: chex.Array) -> mctx.RootFnOutput:
@@ -53,6 +71,34 @@ def root_from_output(out: world_model.ModelOutput) -> mctx.RootFnOutput:
     return mctx.RootFnOutput(prior_logits=out.policy_logits, value=out.value, embedding=out.state)
 
 
+def sampled_root(rng: chex.PRNGKey, out: world_model.ModelOutput, *, num_arms: int,
+                 wide_arms: int = 0, wide_scale: float = 2.0) -> mctx.RootFnOutput:
+    """The search root over Box actions of an `initial_inference` output.
+
+    `num_arms - wide_arms` arms come from the policy, `wide_arms` from it with the std
+    times `wide_scale` (exploration beyond the policy, as EfficientZero-V2's root). The
+    prior over the arms is Sampled MuZero's: policy / proposal at each arm, so arms drawn
+    from the policy itself start equal, and a wide arm the policy finds unlikely starts
+    lower.
+    """
+    narrow_rng, wide_rng = jax.random.split(rng)
+    params = out.policy_logits  # [B, 2D]
+    arms = gaussian.sample(narrow_rng, params, num_arms - wide_arms)  # [B, K - W, D]
+    if wide_arms:
+        wide = gaussian.sample(wide_rng, params, wide_arms, std_scale=wide_scale)
+        arms = jnp.concatenate([arms, wide], axis=1)  # [B, K, D]
+        log_policy = gaussian.log_prob(params, arms)  # [B, K]
+        share = wide_arms / num_arms
+        log_proposal = jnp.logaddexp(
+            jnp.log1p(-share) + log_policy,
+            jnp.log(share) + gaussian.log_prob(params, arms, std_scale=wide_scale))
+        prior_logits = log_policy - log_proposal
+    else:
+        prior_logits = jnp.zeros(arms.shape[:2], jnp.float32)
+    return mctx.RootFnOutput(prior_logits=prior_logits, value=out.value,
+                             embedding=SampledEmbedding(state=out.state, arms=arms))
+
+
 @dataclasses.dataclass(frozen=True)
 class _ModelRecurrentFn:
     """`recurrent_fn` for mctx; a value-comparable dataclass rather than a
@@ -61,29 +107,43 @@ class _ModelRecurrentFn:
 
     graphdef: Any
     discount: float
+    num_arms: int
 
-    def __call__(self, params, rng, action, state):
-        del rng  # The model is deterministic.
+    def __call__(self, params, rng, action, embedding):
+        if self.num_arms:
+            state = embedding.state
+            action = jnp.take_along_axis(embedding.arms, action[:, None, None], axis=1)[:, 0]
+            action = gaussian.squash(action)  # [B, D]
+        else:
+            state = embedding  # The model is deterministic: rng serves only the sampling.
         out = world_model.recurrent_inference(self.graphdef, params, state, action)
+        prior_logits, next_embedding = out.policy_logits, out.state
+        if self.num_arms:
+            # Arms drawn from the node's own policy: the prior over them is uniform.
+            arms = gaussian.sample(rng, out.policy_logits, self.num_arms)  # [B, K, D]
+            prior_logits = jnp.zeros(arms.shape[:2], jnp.float32)
+            next_embedding = SampledEmbedding(state=out.state, arms=arms)
         # EfficientZero does not model terminals: the discount is the same everywhere.
         step = mctx.RecurrentFnOutput(
             reward=out.reward,
             discount=jnp.full_like(out.value, self.discount),
-            prior_logits=out.policy_logits,
+            prior_logits=prior_logits,
             value=out.value,
         )
-        return step, out.state
+        return step, next_embedding
 
 
-def model_recurrent_fn(graphdef: Any, *, discount: float) -> mctx.RecurrentFn:
-    """Returns `recurrent_fn(params, rng, action, state) -> (output, next_state)`.
+def model_recurrent_fn(graphdef: Any, *, discount: float, num_arms: int = 0) -> mctx.RecurrentFn:
+    """Returns `recurrent_fn(params, rng, action, embedding) -> (output, next_embedding)`.
 
     The reward is `world_model.recurrent_inference`'s, i.e. the difference of
     consecutive value prefixes with the LSTM reset every `lstm_horizon` steps;
     the reset is driven by `state.steps`, which mctx stores and gathers per node
     like the rest of the embedding, so it is right at any depth of the tree.
+    `num_arms` > 0 searches a Box action space (embeddings are `SampledEmbedding`s
+    with that many arms, see `sampled_root`).
     """
-    return _ModelRecurrentFn(graphdef=graphdef, discount=float(discount))
+    return _ModelRecurrentFn(graphdef=graphdef, discount=float(discount), num_arms=num_arms)
 
 
 def plan(
@@ -116,7 +176,7 @@ def plan(
       params: the model parameters, forwarded to `recurrent_fn`.
       rng: random key, consumed.
       root: `RootFnOutput` with prior_logits `[B, A]`, value `[B]` and an
-        embedding pytree with leaves `[B, ...]`.
+        embedding pytree with leaves `[B, ...]`; from `sampled_root` for Box actions.
       recurrent_fn: the model, see `model_recurrent_fn`.
       num_simulations: number of simulations per root.
       kind: "gumbel" for Gumbel MuZero (sequential halving at the root;
@@ -180,11 +240,16 @@ def plan(
         )
         summary = out.search_tree.summary()
         action = _act_on_visits(act_rng, summary.visit_counts, summary.qvalues, temperature)
+    arms = None
+    if isinstance(root.embedding, SampledEmbedding):
+        arms = root.embedding.arms  # [B, K, D]
+        action = gaussian.squash(jnp.take_along_axis(arms, action[:, None, None], axis=1)[:, 0])
     return PlanOutput(
         action=action,
         action_weights=out.action_weights,
         root_value=out.search_tree.summary().value,
         network_value=root.value,
+        arms=arms,
     )
 
 

@@ -244,13 +244,21 @@ BAD_ENVS = textwrap.dedent("""
         def step(self, action):
             return self.observation_space.sample(), 0.0, False, False, {}
 
-    class BoxActions(_Base):
-        action_space = spaces.Box(-1, 1, (2,))
+    class UnboundedActions(_Base):
+        action_space = spaces.Box(-np.inf, np.inf, (2,))
+        observation_space = spaces.Box(-1, 1, (3,))
+
+    class GridActions(_Base):
+        action_space = spaces.Box(-1, 1, (2, 2))
+        observation_space = spaces.Box(-1, 1, (3,))
+
+    class MultiDiscreteActions(_Base):
+        action_space = spaces.MultiDiscrete([2, 3])
         observation_space = spaces.Box(-1, 1, (3,))
 
     class DictObs(_Base):
         action_space = spaces.Discrete(2)
-        observation_space = spaces.Dict({"x": spaces.Box(-1, 1, (3,))})
+        observation_space = spaces.Dict({"x": spaces.Box(-1, 1, (3,)), "n": spaces.Discrete(3)})
 
     class FloatImage(_Base):
         action_space = spaces.Discrete(2)
@@ -289,8 +297,9 @@ def test_grayscale_images_get_a_channel(bad_envs):
         ("no_such_module_xyz:Env", {}, ["cannot import 'no_such_module_xyz'", "module path"]),
         ("examples/missing.py:Env", {}, ["cannot import 'examples/missing.py'"]),
         ("examples.custom_env:Nope", {}, ["no attribute 'Nope'", "GridTreasure"]),
-        ("Pendulum-v1", {}, ["Box action space", "Discrete"]),
-        ("{bad}:BoxActions", {}, ["Box action space", "gymnasium.ActionWrapper"]),
+        ("{bad}:UnboundedActions", {}, ["unbounded actions", "ClipAction or RescaleAction"]),
+        ("{bad}:GridActions", {}, ["Box(2, 2) action space", "flat Box (D,)"]),
+        ("{bad}:MultiDiscreteActions", {}, ["MultiDiscrete action space", "ActionWrapper"]),
         ("{bad}:DictObs", {}, ["Dict observation space", "ObservationWrapper"]),
         ("{bad}:FloatImage", {}, ["Box(8, 8, 3) float32 observation space", "uint8 image"]),
         ("catch", {"mode": "test"}, ["mode must be 'train' or 'eval'"]),
@@ -326,6 +335,53 @@ def test_check_env_reports_spec_and_rollout():
     ):
         assert fragment in report
     assert "repeat_action_probability" in check_env("breakout", steps=40, num_envs=2)
+
+
+BOX_ACTIONS = textwrap.dedent("""
+    import gymnasium
+    import numpy as np
+    from gymnasium import spaces
+
+    class Echo(gymnasium.Env):
+        \"\"\"Observes the last action it was given, in the env's own units, as a Dict of
+        float Boxes (DeepMind Control's form); pays 1 a step.\"\"\"
+        action_space = spaces.Box(np.array([-2.0, 0.0], np.float32),
+                                  np.array([2.0, 10.0], np.float32))
+        observation_space = spaces.Dict({"position": spaces.Box(-20, 20, (2,), np.float32),
+                                          "pole": spaces.Box(-1, 1, (1,), np.float32)})
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return {"position": np.zeros(2, np.float32), "pole": np.zeros(1, np.float32)}, {}
+
+        def step(self, action):
+            obs = {"position": np.asarray(action, np.float32), "pole": np.zeros(1, np.float32)}
+            return obs, 1.0, False, False, {}
+""")
+
+
+def test_box_actions_are_rescaled_from_unit_bounds(tmp_path):
+    path = tmp_path / "box_env.py"
+    path.write_text(BOX_ACTIONS)
+    spec = resolve_spec(f"{path}:Echo")
+    assert (spec.num_actions, spec.action_dim, spec.continuous) == (0, 2, True)
+    assert spec.settings["action_low"] == [-2.0, 0.0]
+    with make_env(f"{path}:Echo", num_envs=2, seed=0) as env:
+        env.reset()
+        step = env.step(np.array([[-1.0, 1.0], [0.5, 0.0]], np.float32))
+        assert np.allclose(step.obs[:, -1, 1:], [[-2.0, 10.0], [1.0, 5.0]])  # pole first
+        with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
+            env.step(np.array([[1.5, 0.0], [0.0, 0.0]], np.float32))
+        with pytest.raises(ValueError, match=r"\[2, 2\] floats"):
+            env.step(np.array([0, 1]))
+    repeated = make_env(f"{path}:Echo", num_envs=1, seed=0, action_repeat=3)
+    repeated.reset()
+    assert repeated.step(np.zeros((1, 2), np.float32)).reward[0] == 3.0  # 1 per env step
+    assert repeated.spec.settings["observation"] == "Dict ['pole', 'position'] flattened"
+    assert repeated.spec.frame_shape == (3,)
+    report = check_env("Pendulum-v1", steps=40, num_envs=2)
+    for fragment in ("Box(1,) in [-1, 1]", "action_low", "[-2.0]", "action_high", "[2.0]"):
+        assert fragment in report
 
 
 BOOL_PLANES = textwrap.dedent("""

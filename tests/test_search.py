@@ -515,3 +515,93 @@ def test_plan_end_to_end_under_jit(model, kind, qtransform, request):
     root_value = _initial_inference(graphdef, params, obs).value
     np.testing.assert_allclose(out.network_value, root_value, rtol=1e-5, atol=1e-6)
     assert not np.allclose(out.root_value, out.network_value)  # Search moved the value.
+
+
+# A hand-built 1-D task over Box actions: the state is a position x, an action a in
+# [-1, 1] moves it to x + a and pays -|x + a|; values are 0. Every node offers the same
+# four arms (pre-tanh), whose actions are +0.9, -0.6, 0.0 and -0.95; from x = 0.6 the
+# best first action is -0.6 (reward 0), which the search must find: the prior is flat.
+_ARM_ACTIONS = np.array([0.9, -0.6, 0.0, -0.95])
+_ARMS = jnp.asarray(np.arctanh(_ARM_ACTIONS)[:, None], jnp.float32)  # [K, 1]
+
+
+def _line_recurrent_fn(params, rng, arm, embedding):
+    del params, rng
+    action = jnp.tanh(jnp.take_along_axis(embedding.arms, arm[:, None, None], axis=1)[:, 0, 0])
+    position = embedding.state + action  # [B]
+    output = mctx.RecurrentFnOutput(
+        reward=-jnp.abs(position), discount=jnp.full_like(position, 0.9),
+        prior_logits=jnp.zeros((position.shape[0], len(_ARM_ACTIONS))),
+        value=jnp.zeros_like(position))
+    return output, search.SampledEmbedding(state=position, arms=embedding.arms)
+
+
+@pytest.mark.parametrize("kind", ["gumbel", "muzero"])
+def test_golden_sampled_search_moves_towards_zero(kind):
+    positions = jnp.array([0.6, -0.9])  # best first actions: -0.6 and +0.9
+    arms = jnp.broadcast_to(_ARMS, (2, *_ARMS.shape))  # [B, K, 1]
+    root = mctx.RootFnOutput(prior_logits=jnp.zeros((2, len(_ARM_ACTIONS))),
+                             value=jnp.zeros(2),
+                             embedding=search.SampledEmbedding(state=positions, arms=arms))
+    greedy = dict(gumbel_scale=0.0) if kind == "gumbel" else dict(temperature=0.0,
+                                                                  dirichlet_fraction=0.0)
+    out = jax.jit(functools.partial(search.plan, recurrent_fn=_line_recurrent_fn,
+                                    num_simulations=16, kind=kind, **greedy))(
+        None, _key(0), root)
+    np.testing.assert_allclose(out.action, [[-0.6], [0.9]], rtol=1e-6)
+    np.testing.assert_array_equal(out.arms, arms)
+    np.testing.assert_allclose(out.action_weights, _GOLDEN_SAMPLED[kind], atol=1e-4)
+
+
+# Gumbel: the improved policy puts most weight on the best arm; pUCT: visits, with the
+# most on the best arm.
+_GOLDEN_SAMPLED = {
+    "gumbel": np.array([[0.002697, 0.72924, 0.080409, 0.187655],
+                        [0.939435, 0.016143, 0.040948, 0.003474]]),
+    "muzero": np.array([[0.0625, 0.5, 0.3125, 0.125], [0.625, 0.125, 0.125, 0.125]]),
+}
+
+
+def test_sampled_root_priors():
+    params = jnp.array([[0.5, 0.0]])  # mean 0.5, std ~1 (pre-tanh)
+    out = world_model.ModelOutput(
+        state=None, reward=jnp.zeros(1), reward_logits=jnp.zeros((1, 1)), policy_logits=params,
+        value=jnp.zeros(1), value_logits=jnp.zeros((1, 1)))
+    narrow = search.sampled_root(_key(0), out, num_arms=6)
+    chex.assert_shape(narrow.embedding.arms, (1, 6, 1))
+    np.testing.assert_array_equal(narrow.prior_logits, 0.0)  # drawn from the policy: equal
+    wide = search.sampled_root(_key(0), out, num_arms=6, wide_arms=2)
+    arms = wide.embedding.arms[0, :, 0]
+    assert np.abs(arms[4:] - 0.5).mean() > np.abs(arms[:4] - 0.5).mean()  # the wide ones
+    # policy / proposal: below 1 far from the mean, where the wide proposal dominates.
+    ratio = np.exp(np.asarray(wide.prior_logits[0]))
+    far = np.abs(np.asarray(arms) - 0.5) > 2.0
+    assert ratio.max() <= 1 / (4 / 6) + 1e-5 and np.all(ratio[far] < 1.0)
+
+
+def test_sampled_plan_on_the_learned_model():
+    cfg = world_model.ModelConfig(
+        channels=4, num_blocks=1, head_channels=2, head_hidden=8, vector_hidden=16,
+        lstm_hidden=8, lstm_horizon=3, support_size=5, reward_support_size=5, proj_hidden=8,
+        proj_out=8, pred_hidden=8)
+    graphdef, params = world_model.make_model(cfg, (6,), 0, action_dim=2, seed=0)
+    obs = _observations((6,), 4)
+    recurrent_fn = search.model_recurrent_fn(graphdef, discount=0.99, num_arms=5)
+
+    @jax.jit
+    def act(params, rng, obs):
+        root_rng, rng = jax.random.split(rng)
+        out = world_model.initial_inference(graphdef, params, obs)
+        root = search.sampled_root(root_rng, out, num_arms=5, wide_arms=1)
+        return search.plan(params, rng, root, recurrent_fn, num_simulations=8)
+
+    out = act(params, _key(0), obs)
+    chex.assert_shape([out.action], (4, 2))
+    chex.assert_shape([out.action_weights], (4, 5))
+    chex.assert_shape([out.arms], (4, 5, 2))
+    chex.assert_tree_all_finite(out)
+    assert np.abs(np.asarray(out.action)).max() <= 1.0
+    chosen = np.argmax(np.all(np.isclose(np.tanh(out.arms), np.asarray(out.action)[:, None]),
+                              axis=-1), axis=1)
+    np.testing.assert_allclose(np.tanh(out.arms[np.arange(4), chosen]), out.action, rtol=1e-6)
+    np.testing.assert_allclose(out.action_weights.sum(-1), 1, rtol=1e-5)

@@ -1,5 +1,6 @@
 """dreamzero world model: networks, value transforms and the training loss (pure JAX)."""
 
+from world_model import gaussian
 from world_model.losses import Batch, LossConfig, compute_loss
 from world_model.networks import (
     ModelConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "ModelState",
     "compute_loss",
     "from_logits",
+    "gaussian",
     "h",
     "h_inv",
     "initial_inference",

@@ -4,7 +4,8 @@ Terms per sample (summed over the unroll, then divided by K, which is EfficientZ
 1/K gradient hook written into the loss, so its SGD learning rate carries over):
 value cross-entropy at all K+1 steps, reward / value-prefix cross-entropy at the K
 steps (zero targets past the episode end are learnt as absorbing), policy
-cross-entropy and SimSiam consistency only where `mask` says the step is real.
+cross-entropy and SimSiam consistency only where `mask` says the step is real. For Box
+actions the policy term is the search's weights times the log-density of its arms.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from world_model import gaussian
 from world_model.networks import _initial_step, _recurrent_step
 from world_model.transforms import to_categorical
 
@@ -46,12 +48,14 @@ class Batch:
     """One training batch of B windows of K unrolled steps."""
 
     observations: chex.Array  # [B, K+1, *obs_shape] obs at t..t+K (roots and consistency targets)
-    actions: chex.Array  # [B, K] int32 real actions a_t..a_{t+K-1}
+    actions: chex.Array  # [B, K] int32 real actions a_t..a_{t+K-1}; Box: [B, K, D] float32
     target_rewards: chex.Array  # [B, K] float32 clipped rewards r_{t+1}..r_{t+K} (0 past the end)
     target_values: chex.Array  # [B, K+1] float32 value targets (0 past the end)
     target_policies: chex.Array  # [B, K+1, A] float32 search policies (uniform where masked)
     mask: chex.Array  # [B, K+1] float32, 1 where obs t+k exists in the same segment
     weights: chex.Array  # [B] float32 importance-sampling weights
+    # Box actions only: [B, K+1, S, D] the pre-tanh arms `target_policies` weigh (S arms)
+    target_arms: chex.Array | None = None
 
 
 def compute_loss(
@@ -86,7 +90,7 @@ def compute_loss(
     )  # [B, K+1, V]
     policy_logits = jnp.concatenate(
         [root.policy_logits[:, None], unrolled.policy_logits], axis=1
-    )  # [B, K+1, A]
+    )  # [B, K+1, A] (Box: [B, K+1, 2D])
     reward_logits = unrolled.reward_logits  # [B, K, R]
 
     value_ce = _cross_entropy(
@@ -102,7 +106,15 @@ def compute_loss(
         to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.bin_width,
                        smoothing=mcfg.target_smoothing),
     ).sum(axis=1)  # [B]
-    policy_ce = (_cross_entropy(policy_logits, batch.target_policies) * batch.mask).sum(axis=1)
+    if batch.target_arms is None:
+        policy_ce = _cross_entropy(policy_logits, batch.target_policies)  # [B, K+1]
+        entropy = _entropy(root.policy_logits)
+    else:
+        # Sampled MuZero's target: the search's weights over the arms it sampled.
+        log_probs = gaussian.log_prob(policy_logits, batch.target_arms)  # [B, K+1, S]
+        policy_ce = -jnp.sum(batch.target_policies * log_probs, axis=-1)
+        entropy = gaussian.entropy(root.policy_logits)
+    policy_ce = (policy_ce * batch.mask).sum(axis=1)
     consistency = _consistency(model, unrolled.state.latent, obs[:, 1:])  # [B, K]
     consistency = (consistency * batch.mask[:, 1:]).sum(axis=1)
 
@@ -129,7 +141,7 @@ def compute_loss(
         "value/mean": root_value.mean(),
         "value/target_mean": batch.target_values[:, 0].mean(),
         "reward/mean": unrolled.reward.mean(),
-        "policy/entropy": _entropy(root.policy_logits).mean(),
+        "policy/entropy": entropy.mean(),
     }
     return loss, (jax.lax.stop_gradient(metrics), priorities)
 

@@ -118,21 +118,28 @@ class ModelOutput:
     state: ModelState
     reward: chex.Array  # [B] decoded reward of the step into `state` (0 at the root)
     reward_logits: chex.Array  # [B, R] reward or value-prefix logits (zeros at the root)
-    policy_logits: chex.Array  # [B, A]
+    policy_logits: chex.Array  # [B, A] logits; Box actions: [B, 2D] Gaussian params (gaussian.py)
     value: chex.Array  # [B] decoded value
     value_logits: chex.Array  # [B, V]
 
 
 def make_model(
-    cfg: ModelConfig, obs_shape: Sequence[int], num_actions: int, *, seed: int
+    cfg: ModelConfig, obs_shape: Sequence[int], num_actions: int, *, seed: int,
+    action_dim: int = 0,
 ) -> tuple[nnx.GraphDef, nnx.State]:
-    """Builds the model for `obs_shape` ((H, W, C) uint8 or (D,)) and splits it."""
+    """Builds the model for `obs_shape` ((H, W, C) uint8 or (D,)) and splits it.
+
+    Discrete actions: `num_actions` > 0 and `action_dim` 0. A Box of `action_dim`
+    dimensions (actions in [-1, 1]): `num_actions` 0; the policy head is then a squashed
+    Gaussian (world_model.gaussian).
+    """
     obs_shape = tuple(int(n) for n in obs_shape)
     if len(obs_shape) not in (1, 3) or min(obs_shape) <= 0:
         raise ValueError(f"obs_shape {obs_shape} must be (H, W, C) for images or (D,) for vectors")
-    if num_actions <= 0:
-        raise ValueError("num_actions must be > 0")
-    return nnx.split(_WorldModel(cfg, obs_shape, num_actions, rngs=nnx.Rngs(seed)))
+    if (num_actions > 0) == (action_dim > 0) or min(num_actions, action_dim) < 0:
+        raise ValueError("give num_actions > 0 (Discrete) or action_dim > 0 (Box), not both "
+                         f"(got {num_actions}, {action_dim})")
+    return nnx.split(_WorldModel(cfg, obs_shape, num_actions, action_dim, rngs=nnx.Rngs(seed)))
 
 
 def initial_inference(graphdef: nnx.GraphDef, params: nnx.State, obs: jax.Array) -> ModelOutput:
@@ -143,7 +150,7 @@ def initial_inference(graphdef: nnx.GraphDef, params: nnx.State, obs: jax.Array)
 def recurrent_inference(
     graphdef: nnx.GraphDef, params: nnx.State, state: ModelState, action: jax.Array
 ) -> ModelOutput:
-    """One dynamics step from `state` with action [B] int32."""
+    """One dynamics step from `state` with action [B] int32 (Box: [B, D] in [-1, 1])."""
     return _recurrent_step(nnx.merge(graphdef, params), state, action)
 
 
@@ -388,12 +395,18 @@ class _VectorEncoder(nnx.Module):
 
 
 class _Dynamics(nnx.Module):
-    """latent [B, ..., C], action [B] -> next latent (unnormalised), residual in the latent."""
+    """latent [B, ..., C], action [B] (Box: [B, D]) -> next latent (unnormalised), residual
+    in the latent."""
 
-    def __init__(
-        self, width: int, num_actions: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs
-    ):
-        if cfg.action_embedding:
+    def __init__(self, width: int, num_actions: int, action_dim: int, cfg: ModelConfig, *,
+                 spatial: bool, dtype, rngs):
+        if action_dim:
+            # A Box action is its own encoding (a plane per dimension for images), or the
+            # input of a learned linear embedding.
+            self.embed = (_linear(action_dim, cfg.action_embedding_dim, dtype=dtype, rngs=rngs)
+                          if cfg.action_embedding else None)
+            action_features = cfg.action_embedding_dim if cfg.action_embedding else action_dim
+        elif cfg.action_embedding:
             self.embed = nnx.Embed(
                 num_actions,
                 cfg.action_embedding_dim,
@@ -414,9 +427,13 @@ class _Dynamics(nnx.Module):
         self.norm = _norm(width, dtype=dtype, rngs=rngs)
         self.blocks = _blocks(width, cfg, spatial=spatial, dtype=dtype, rngs=rngs)
         self.num_actions = num_actions
+        self.continuous = action_dim > 0
         self.spatial = spatial
 
-    def _encode_action(self, action: jax.Array, dtype) -> jax.Array:  # [B] -> [B, E]
+    def _encode_action(self, action: jax.Array, dtype) -> jax.Array:  # [B] or [B, D] -> [B, E]
+        if self.continuous:
+            action = action.astype(dtype)
+            return action if self.embed is None else self.embed(action)
         if self.embed is not None:
             return self.embed(action).astype(dtype)
         if self.spatial:
@@ -499,17 +516,17 @@ class _ValuePrefixHead(nnx.Module):
 
 
 class _Prediction(nnx.Module):
-    """latent -> (policy logits [B, A], value logits [B, V]), float32."""
+    """latent -> (policy logits [B, A] or Gaussian params [B, 2D], value logits [B, V])."""
 
     def __init__(
-        self, latent_shape: tuple[int, ...], num_actions: int, cfg: ModelConfig, *, dtype, rngs
+        self, latent_shape: tuple[int, ...], policy_size: int, cfg: ModelConfig, *, dtype, rngs
     ):
         spatial = len(latent_shape) == 3
         self.blocks = _blocks(latent_shape[-1], cfg, spatial=spatial, dtype=dtype, rngs=rngs)
         self.policy_reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
         self.value_reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
         size = self.policy_reduce.size
-        self.policy = _MLPHead(size, num_actions, cfg, dtype=dtype, rngs=rngs)
+        self.policy = _MLPHead(size, policy_size, cfg, dtype=dtype, rngs=rngs)
         self.value = _MLPHead(size, 2 * cfg.support_size + 1, cfg, dtype=dtype, rngs=rngs)
 
     def __call__(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -548,9 +565,8 @@ class _Projection(nnx.Module):
 class _WorldModel(nnx.Module):
     """All parts of the model; only the functions above call it."""
 
-    def __init__(
-        self, cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int, *, rngs: nnx.Rngs
-    ):
+    def __init__(self, cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int,
+                 action_dim: int, *, rngs: nnx.Rngs):
         dtype = _DTYPES[cfg.dtype]
         image = len(obs_shape) == 3
         spatial = image and math.prod(obs_shape) > cfg.max_flat_image
@@ -569,11 +585,12 @@ class _WorldModel(nnx.Module):
             self.encoder = _VectorEncoder(obs_shape[0], cfg, dtype=dtype, rngs=rngs)
         width = latent_shape[-1]
         self.dynamics_net = _Dynamics(
-            width, num_actions, cfg, spatial=spatial, dtype=dtype, rngs=rngs
+            width, num_actions, action_dim, cfg, spatial=spatial, dtype=dtype, rngs=rngs
         )
         reward_head = _ValuePrefixHead if cfg.value_prefix else _RewardHead
         self.reward_head = reward_head(latent_shape, cfg, dtype=dtype, rngs=rngs)
-        self.prediction = _Prediction(latent_shape, num_actions, cfg, dtype=dtype, rngs=rngs)
+        policy_size = num_actions or 2 * action_dim  # logits, or the Gaussian's params
+        self.prediction = _Prediction(latent_shape, policy_size, cfg, dtype=dtype, rngs=rngs)
         self.projection = _Projection(math.prod(latent_shape), cfg, dtype=dtype, rngs=rngs)
         self.cfg = cfg
         self.carry_size = cfg.lstm_hidden if cfg.value_prefix else 0

@@ -6,7 +6,8 @@ ENV forms, tried in this order:
   `pong`, `ms_pacman`, `MsPacman`, `ALE/Pong-v5`, `PongNoFrameskip-v4`   Atari-100k protocol;
   `module:Class`, `module:factory`, `path/to/file.py:Class`               user envs;
   `CartPole-v1`                                 any registered gymnasium id;
-  `MinAtar/Breakout-v1`                         MinAtar's ids (the `minatar` package).
+  `MinAtar/Breakout-v1`                         MinAtar's ids (the `minatar` package);
+  `dm_control/cartpole-swingup-v0`              DeepMind Control through shimmy (`[dmc]`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ _BUILTINS = ("catch",)
 
 
 def resolve_spec(name: str, *, mode: str = "train", image_size: int = 96, frame_stack: int = 4,
-                 noop_max: int = 30, max_episode_frames: int = 108_000) -> EnvSpec:
+                 noop_max: int = 30, max_episode_frames: int = 108_000,
+                 action_repeat: int = 1) -> EnvSpec:
     """Validates ENV and the keywords (building at most one env) and returns its spec.
 
     Raises EnvError with a one-line message naming the fix.
     """
     check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
-                   max_episode_frames=max_episode_frames)
-    kind, target = _parse(name)
+                   max_episode_frames=max_episode_frames, action_repeat=action_repeat)
+    kind, target = _parse(name, action_repeat)
     if kind == "atari":
         return atari.resolve(target, mode=mode, image_size=image_size, frame_stack=frame_stack,
                              noop_max=noop_max, max_episode_frames=max_episode_frames)
@@ -44,12 +46,13 @@ def resolve_spec(name: str, *, mode: str = "train", image_size: int = 96, frame_
         return catch.resolve(mode=mode, frame_stack=frame_stack,
                              max_episode_frames=max_episode_frames)
     return gym_adapter.resolve(_gym_source(kind, target), mode=mode, image_size=image_size,
-                               frame_stack=frame_stack, max_episode_frames=max_episode_frames)
+                               frame_stack=frame_stack, max_episode_frames=max_episode_frames,
+                               action_repeat=action_repeat)
 
 
 def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_size: int = 96,
-             frame_stack: int = 4, noop_max: int = 30,
-             max_episode_frames: int = 108_000) -> VectorEnv:
+             frame_stack: int = 4, noop_max: int = 30, max_episode_frames: int = 108_000,
+             action_repeat: int = 1) -> VectorEnv:
     """Builds `num_envs` copies of ENV; copy i is seeded with seed + i at the first reset().
 
     mode="train" makes a life loss a training terminal (Step.train_terminal); "eval" does not.
@@ -61,9 +64,9 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
         raise EnvError(f"seed must be an integer >= 0, got {seed!r}")
     num_envs, seed = int(num_envs), int(seed)  # ale_py rejects numpy integers
     check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
-                   max_episode_frames=max_episode_frames)
+                   max_episode_frames=max_episode_frames, action_repeat=action_repeat)
     # Each kind reads its spec off the envs it builds: no extra env just for checking.
-    kind, target = _parse(name)
+    kind, target = _parse(name, action_repeat)
     if kind == "atari":
         return atari.AtariEnv(target, num_envs=num_envs, seed=seed, mode=mode,
                               image_size=image_size, frame_stack=frame_stack,
@@ -74,12 +77,12 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
         return catch.CatchEnv(spec, num_envs=num_envs, seed=seed, mode=mode)
     return gym_adapter.GymEnv(_gym_source(kind, target), num_envs=num_envs, seed=seed,
                               mode=mode, image_size=image_size, frame_stack=frame_stack,
-                              max_episode_frames=max_episode_frames)
+                              max_episode_frames=max_episode_frames, action_repeat=action_repeat)
 
 
-def _parse(name: str) -> tuple[str, str]:
+def _parse(name: str, action_repeat: int = 1) -> tuple[str, str]:
     """ENV string -> (kind, target): the ROM id, gymnasium id, `module:Attr` or builtin name."""
-    _register_minatar(name.removeprefix("gym:"))
+    _register_extras(name.removeprefix("gym:"))
     prefix, colon, rest = name.partition(":")
     if colon and prefix in _KINDS:
         kind, target = prefix, rest
@@ -101,19 +104,31 @@ def _parse(name: str) -> tuple[str, str]:
         return kind, game
     if kind == "builtin" and target not in _BUILTINS:
         raise EnvError(f"unknown builtin env {target!r}; builtins: {', '.join(_BUILTINS)}")
+    if kind in ("atari", "builtin") and action_repeat != 1:
+        raise EnvError(f"action_repeat {action_repeat} applies to gymnasium and custom envs; "
+                       f"{name!r} keeps its own (Atari skips 4 frames by the protocol): use 1")
     return kind, target
 
 
-def _register_minatar(env_id: str) -> None:
-    """Registers MinAtar's gymnasium ids on first use: importing minatar does not."""
-    if not env_id.startswith("MinAtar/") or env_id in gymnasium.registry:
+def _register_extras(env_id: str) -> None:
+    """Registers MinAtar's and DeepMind Control's gymnasium ids on first use (from the
+    optional packages that hold them)."""
+    if env_id in gymnasium.registry:
         return
-    try:
-        from minatar.gym import register_envs
-    except ImportError as error:
-        raise EnvError(f"{env_id!r} needs the minatar package: pip install minatar "
-                       "(or pip install -e '.[ladder]')") from error
-    register_envs()
+    if env_id.startswith("MinAtar/"):
+        try:
+            from minatar.gym import register_envs
+        except ImportError as error:
+            raise EnvError(f"{env_id!r} needs the minatar package: pip install minatar "
+                           "(or pip install -e '.[ladder]')") from error
+        register_envs()
+    elif env_id.startswith("dm_control/"):
+        try:
+            import shimmy
+        except ImportError as error:
+            raise EnvError(f"{env_id!r} needs DeepMind Control through shimmy: "
+                           "pip install -e '.[dmc]'") from error
+        gymnasium.register_envs(shimmy)
 
 
 def _gym_source(kind: str, target: str) -> gym_adapter.Source:

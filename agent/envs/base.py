@@ -34,6 +34,10 @@ class EnvSpec:
     frame_shape: one frame, (H, W, C) for images or (D,) for vectors.
     frame_dtype: "uint8" for images, "float32" for vectors.
     stack: frames per observation (1 for vectors).
+    num_actions: the Discrete choices; 0 for a Box action space.
+    is_image: frames are images (uint8) rather than vectors.
+    action_dim: a Box action space's dimensions, 0 for Discrete. Agents act in [-1, 1]
+      per dimension; the env rescales that to its bounds (shown in settings).
     settings: the protocol values in force (JSON-friendly), printed by check_env.
     """
 
@@ -44,7 +48,13 @@ class EnvSpec:
     stack: int
     num_actions: int
     is_image: bool
+    action_dim: int = 0
     settings: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def continuous(self) -> bool:
+        """Box actions (in [-1, 1]^action_dim) rather than Discrete ones."""
+        return self.action_dim > 0
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -64,6 +74,7 @@ class EnvSpec:
             "obs_shape": list(self.obs_shape),
             "num_actions": self.num_actions,
             "is_image": self.is_image,
+            "action_dim": self.action_dim,
             "settings": dict(self.settings),
         }
 
@@ -128,13 +139,8 @@ class VectorEnv(abc.ABC):
     def step(self, actions: np.ndarray) -> Step:
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be [{self.num_envs}] integers, got {actions.shape} "
-                             f"{actions.dtype}")
-        if actions.min() < 0 or actions.max() >= self.num_actions:
-            raise ValueError(f"actions must lie in [0, {self.num_actions}), got {actions}")
-        obs, reward, terminated, truncated, life_loss = self._step(actions.astype(np.int32))
+        actions = self._valid_actions(np.asarray(actions))
+        obs, reward, terminated, truncated, life_loss = self._step(actions)
         self._steps += 1
         self._check(obs, reward)
         self._return += reward
@@ -147,6 +153,23 @@ class VectorEnv(abc.ABC):
         train_terminal = terminated | (life_loss & self._life_loss_terminal)  # [N] bool
         return Step(obs, reward, terminated, truncated, train_terminal, episode_return,
                     episode_length)
+
+    def _valid_actions(self, actions: np.ndarray) -> np.ndarray:
+        """[N] int32 in [0, num_actions), or for Box actions [N, D] float32 in [-1, 1]."""
+        if self.spec.continuous:
+            shape = (self.num_envs, self.spec.action_dim)
+            if actions.shape != shape or actions.dtype.kind != "f":
+                raise ValueError(f"actions must be {list(shape)} floats, got {actions.shape} "
+                                 f"{actions.dtype}")
+            if not (np.isfinite(actions).all() and np.abs(actions).max() <= 1.0):
+                raise ValueError(f"actions must lie in [-1, 1], got {actions}")
+            return actions.astype(np.float32)
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be [{self.num_envs}] integers, got {actions.shape} "
+                             f"{actions.dtype}")
+        if actions.min() < 0 or actions.max() >= self.num_actions:
+            raise ValueError(f"actions must lie in [0, {self.num_actions}), got {actions}")
+        return actions.astype(np.int32)
 
     def _check(self, obs: np.ndarray, reward: np.ndarray | None = None) -> None:
         """Raises EnvDataError unless obs is [N, stack, *frame_shape] of the spec's dtype,
@@ -201,7 +224,8 @@ class VectorEnv(abc.ABC):
 
     @abc.abstractmethod
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Steps with actions [N] int32 and resets finished copies at once.
+        """Steps with actions [N] int32 (Box: [N, D] float32 in [-1, 1]) and resets
+        finished copies at once.
 
         Returns obs [N, stack, *frame_shape] (the next episode's first obs where one ended),
         reward [N] float32, terminated [N] bool, truncated [N] bool, life_loss [N] bool.
@@ -220,12 +244,13 @@ def push_frames(stack: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.
 
 
 def check_keywords(*, mode: str, image_size: int, frame_stack: int, noop_max: int,
-                   max_episode_frames: int) -> None:
+                   max_episode_frames: int, action_repeat: int = 1) -> None:
     """Rejects keyword values no environment kind can honour."""
     if mode not in MODES:
         raise EnvError(f"mode must be 'train' or 'eval', got {mode!r}")
     for key, value, low in [("image_size", image_size, 1), ("frame_stack", frame_stack, 1),
                             ("noop_max", noop_max, 0),
-                            ("max_episode_frames", max_episode_frames, 1)]:
+                            ("max_episode_frames", max_episode_frames, 1),
+                            ("action_repeat", action_repeat, 1)]:
         if not isinstance(value, int | np.integer) or value < low:
             raise EnvError(f"{key} must be an integer >= {low}, got {value!r}")

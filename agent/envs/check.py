@@ -24,7 +24,8 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
         f"env            {spec.name}  (kind {spec.kind})",
         f"frame          {spec.frame_shape} {spec.frame_dtype}, stack {spec.stack}",
         f"model obs      {spec.obs_shape}",
-        f"actions        {spec.num_actions}",
+        (f"actions        Box({spec.action_dim},) in [-1, 1], rescaled to [low, high] "
+         f"(settings)" if spec.continuous else f"actions        {spec.num_actions}"),
         "settings",
         *(f"  {key:<27} {json.dumps(value)}" for key, value in spec.settings.items()),
     ]
@@ -38,7 +39,8 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
         start = time.perf_counter()
         vector_steps = max(1, -(-steps // num_envs))
         for _ in range(vector_steps):
-            step = env.step(rng.integers(spec.num_actions, size=num_envs))
+            step = env.step(rng.uniform(-1, 1, (num_envs, spec.action_dim)) if spec.continuous
+                            else rng.integers(spec.num_actions, size=num_envs))
             _check_obs(step.obs, spec, num_envs)
             ended = step.terminated | step.truncated
             returns += step.episode_return[ended].tolist()

@@ -1,10 +1,14 @@
 """Gymnasium ids and user environments (`module:Class`, `module:factory`, `file.py:Class`).
 
-Supported: Discrete actions; observations that are uint8 images, Box (H, W, C) or (H, W),
-bool images of the same shapes (MinAtar's C feature planes; read as uint8 0 / 255), or flat
-vectors, Box (D,). Images larger than image_size are area-resized to
-image_size x image_size; smaller ones keep their size. Images are stacked here (the last
-`frame_stack` frames, a new episode starts with copies of its first frame); vectors are not.
+Supported: Discrete actions, or flat Box (D,) actions with finite bounds (agents act in
+[-1, 1], rescaled here to the bounds); observations that are uint8 images, Box (H, W, C) or
+(H, W), bool images of the same shapes (MinAtar's C feature planes; read as uint8 0 / 255),
+flat vectors, Box (D,), or a Dict of float Boxes (DeepMind Control's proprioceptive
+observations), flattened into one vector in sorted key order. Images larger than
+image_size are area-resized to image_size x image_size; smaller ones keep their size.
+Images are stacked here (the last `frame_stack` frames, a new episode starts with copies
+of its first frame); vectors are not. Each agent action may be repeated `action_repeat`
+env steps (rewards summed, stopping at an episode's end).
 """
 
 from __future__ import annotations
@@ -115,16 +119,20 @@ def _build(source: Source) -> gymnasium.Env:
     if not isinstance(env, gymnasium.Env):
         raise EnvError(f"{source.name!r} built a {type(env).__name__}, not a gymnasium.Env; "
                        "subclass gymnasium.Env or return one from the factory")
+    space = env.observation_space
+    if isinstance(space, spaces.Dict) and all(
+            isinstance(s, spaces.Box) and s.dtype.kind == "f" for s in space.values()):
+        env = gymnasium.wrappers.FlattenObservation(env)
     return env
 
 
 def resolve(source: Source, *, mode: str, image_size: int, frame_stack: int,
-            max_episode_frames: int) -> EnvSpec:
+            max_episode_frames: int, action_repeat: int) -> EnvSpec:
     """Builds one env, validates its spaces, runs gymnasium's checker (warnings only)."""
     env = _build(source)
     try:
         spec = _spec(source, env, mode=mode, image_size=image_size, frame_stack=frame_stack,
-                     max_episode_frames=max_episode_frames)
+                     max_episode_frames=max_episode_frames, action_repeat=action_repeat)
         _run_gymnasium_checker(env, source.name)
     finally:
         env.close()
@@ -141,7 +149,10 @@ def _run_gymnasium_checker(env: gymnasium.Env, name: str) -> None:
         except Exception as error:
             failure = [_one_line(error)]
     plain = [re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)) for w in caught]
-    found = [text.removeprefix("WARN: ") for text in plain] + failure
+    # The adapter rescales Box actions from [-1, 1] itself, so the advice to normalise
+    # the action space does not apply.
+    found = [text.removeprefix("WARN: ") for text in plain
+             if "recommend using a symmetric and normalized space" not in text] + failure
     if found:
         # stacklevel 4: the caller of resolve_spec.
         warnings.warn(f"gymnasium env checker on {name!r}: {' | '.join(dict.fromkeys(found))}",
@@ -149,13 +160,13 @@ def _run_gymnasium_checker(env: gymnasium.Env, name: str) -> None:
 
 
 def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, frame_stack: int,
-          max_episode_frames: int) -> EnvSpec:
+          max_episode_frames: int, action_repeat: int) -> EnvSpec:
     action_space, obs_space = env.action_space, env.observation_space
-    if not isinstance(action_space, spaces.Discrete):
-        raise EnvError(f"{source.name!r} has a {type(action_space).__name__} action space; "
-                       "dreamzero needs Discrete actions: discretise them with a "
-                       "gymnasium.ActionWrapper")
-    settings = {"mode": mode, "max_episode_steps": max_episode_frames, "autoreset": "same_step"}
+    settings = {"mode": mode, "max_episode_steps": max_episode_frames, "autoreset": "same_step",
+                "action_repeat": action_repeat}
+    if isinstance(env, gymnasium.wrappers.FlattenObservation):
+        settings.update(observation=f"Dict {sorted(env.env.observation_space)} flattened")
+    num_actions, action_dim = _actions(source.name, action_space, settings)
     shape = obs_space.shape if isinstance(obs_space, spaces.Box) else None
     if shape is not None and obs_space.dtype in (np.uint8, np.bool_) and len(shape) in (2, 3):
         native = (*shape[:2], shape[2] if len(shape) == 3 else 1)
@@ -166,14 +177,14 @@ def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, fra
         settings.update(frame_stack=frame_stack, stack_reset="first frame repeated",
                         image=resized if size != native[:2] else "native size")
         return EnvSpec(name=source.name, kind=source.kind, frame_shape=(*size, native[2]),
-                       frame_dtype="uint8", stack=frame_stack, num_actions=int(action_space.n),
-                       is_image=True, settings=settings)
+                       frame_dtype="uint8", stack=frame_stack, num_actions=num_actions,
+                       is_image=True, action_dim=action_dim, settings=settings)
     if shape is not None and len(shape) == 1:
         settings.update(frame_stack=f"1 (vector observations are not stacked; "
                                     f"frame_stack={frame_stack} ignored)")
         return EnvSpec(name=source.name, kind=source.kind, frame_shape=(int(shape[0]),),
-                       frame_dtype="float32", stack=1, num_actions=int(action_space.n),
-                       is_image=False, settings=settings)
+                       frame_dtype="float32", stack=1, num_actions=num_actions,
+                       is_image=False, action_dim=action_dim, settings=settings)
     described = (f"Box{shape} {obs_space.dtype}" if shape is not None
                  else type(obs_space).__name__)
     raise EnvError(f"{source.name!r} has a {described} observation space; dreamzero needs a uint8 "
@@ -182,17 +193,39 @@ def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, fra
                    "FlattenObservation)")
 
 
+def _actions(name: str, space: gymnasium.Space, settings: dict) -> tuple[int, int]:
+    """(num_actions, action_dim) of a Discrete or flat, bounded Box action space; a Box's
+    bounds go into settings."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n), 0
+    if not isinstance(space, spaces.Box):
+        raise EnvError(f"{name!r} has a {type(space).__name__} action space; dreamzero needs "
+                       "Discrete or flat Box actions: convert them with a gymnasium.ActionWrapper")
+    if len(space.shape) != 1:
+        raise EnvError(f"{name!r} has a Box{space.shape} action space; dreamzero needs a flat "
+                       "Box (D,): reshape it with a gymnasium.ActionWrapper")
+    if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+        raise EnvError(f"{name!r} has unbounded actions (low {space.low.tolist()}, high "
+                       f"{space.high.tolist()}); dreamzero squashes its actions into finite "
+                       "bounds: give the env a bounded action_space and wrap it with "
+                       "gymnasium.wrappers.ClipAction or RescaleAction")
+    settings.update(action_low=space.low.tolist(), action_high=space.high.tolist(),
+                    actions="[-1, 1] rescaled to [low, high]")
+    return 0, int(space.shape[0])
+
+
 class GymEnv(VectorEnv):
     """`num_envs` gymnasium envs stepped in a loop; env i is seeded with seed + i."""
 
     def __init__(self, source: Source, *, num_envs: int, seed: int, mode: str, image_size: int,
-                 frame_stack: int, max_episode_frames: int):
+                 frame_stack: int, max_episode_frames: int, action_repeat: int = 1):
         self._envs = []
         try:
             for _ in range(num_envs):
                 self._envs.append(_build(source))
             spec = _spec(source, self._envs[0], mode=mode, image_size=image_size,
-                         frame_stack=frame_stack, max_episode_frames=max_episode_frames)
+                         frame_stack=frame_stack, max_episode_frames=max_episode_frames,
+                         action_repeat=action_repeat)
         except Exception:
             self.close()
             raise
@@ -202,8 +235,16 @@ class GymEnv(VectorEnv):
         self._bool_images = spec.is_image and space.dtype == np.bool_
         self._resize = _area_resizer(space.shape[:2], spec.frame_shape[:2]) if (
             spec.is_image and space.shape[:2] != spec.frame_shape[:2]) else None
-        self._action_start = int(self._envs[0].action_space.start)
+        action_space = self._envs[0].action_space
+        if spec.continuous:
+            low, high = action_space.low, action_space.high
+            self._action_to_env = lambda a: (low + (a + 1.0) * 0.5 * (high - low)).astype(
+                action_space.dtype)
+        else:
+            start = int(action_space.start)
+            self._action_to_env = lambda a: int(a) + start
         self._seed = seed
+        self._repeat = action_repeat
         self._cap = max_episode_frames
         self._t = np.zeros(num_envs, np.int64)  # [N] steps in this episode
         self._stack = np.zeros((num_envs, spec.stack, *spec.frame_shape),
@@ -225,8 +266,12 @@ class GymEnv(VectorEnv):
         terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)  # [N]
         self._t += 1
         for i, (env, action) in enumerate(zip(self._envs, actions, strict=True)):
-            obs, reward[i], terminated[i], truncated[i], _ = env.step(
-                int(action) + self._action_start)
+            for _ in range(self._repeat):
+                obs, step_reward, terminated[i], truncated[i], _ = env.step(
+                    self._action_to_env(action))
+                reward[i] += step_reward
+                if terminated[i] or truncated[i]:
+                    break
             truncated[i] = not terminated[i] and (truncated[i] or self._t[i] >= self._cap)
             if terminated[i] or truncated[i]:
                 obs, _ = env.reset()
