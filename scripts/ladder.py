@@ -75,6 +75,8 @@ TASKS = (
     # catch's 8k in 8 CPU-minutes (docs/results/quickstart_cpu.md) at the same model size.
     # MinAtar's own protocol stays: sticky actions (p = 0.1) and difficulty ramping.
     Task("minatar-breakout", "MinAtar/Breakout-v1", 10_000, "above_random", None, best="—"),
+    # Box actions (the sampled search): swing the pendulum up and hold it.
+    Task("pendulum", "Pendulum-v1", 20_000, "return", -200.0, best="≈ −150"),
 )
 QUICK_TASKS = ("catch", "cartpole", "grid")
 
@@ -381,7 +383,9 @@ def random_returns(task: Task, extra: list[str], *, episodes: int,
                   **cfg.env.keywords()) as env:
         env.reset()
         while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
-            step = env.step(rng.integers(env.num_actions, size=num_envs))
+            step = env.step(rng.uniform(-1, 1, (num_envs, env.spec.action_dim))
+                            if env.spec.continuous else rng.integers(env.num_actions,
+                                                                     size=num_envs))
             for i in np.flatnonzero(step.terminated | step.truncated):
                 if len(returns[i]) < quota[i]:
                     returns[i].append(float(step.episode_return[i]))
