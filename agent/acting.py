@@ -9,11 +9,20 @@ import world_model
 from agent.config import SearchConfig
 
 
-def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0) -> dict:
+def search_kind(cfg: SearchConfig, *, continuous: bool) -> str:
+    """`search.kind` with `auto` resolved by the action space."""
+    if cfg.kind == "auto":
+        return "gumbel" if continuous else "muzero"
+    return cfg.kind
+
+
+def plan_kwargs(cfg: SearchConfig, *, greedy: bool, temperature: float = 1.0,
+                continuous: bool = False) -> dict:
     """Keyword arguments of `search.plan`; `greedy` drops all exploration (evaluation)."""
-    kwargs = dict(num_simulations=cfg.num_simulations, kind=cfg.kind,
+    kind = search_kind(cfg, continuous=continuous)
+    kwargs = dict(num_simulations=cfg.num_simulations, kind=kind,
                   qtransform=cfg.qtransform, min_q_range=cfg.min_q_range)
-    if cfg.kind == "gumbel":
+    if kind == "gumbel":
         kwargs.update(
             gumbel_scale=0.0 if greedy else cfg.gumbel_scale,
             max_num_considered_actions=cfg.max_num_considered_actions,
@@ -59,6 +68,7 @@ def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool,
         out = world_model.initial_inference(graphdef, params, obs)
         root = search_roots(cfg, root_rng, out, continuous=continuous)
         return search.plan(params, rng, root, recurrent_fn,
-                           **plan_kwargs(cfg, greedy=greedy, temperature=temperature))
+                           **plan_kwargs(cfg, greedy=greedy, temperature=temperature,
+                                         continuous=continuous))
 
     return act

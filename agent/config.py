@@ -48,8 +48,12 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    kind: Literal["muzero", "gumbel"] = "muzero"
-    """`muzero`: pUCT with Dirichlet noise (EfficientZero); `gumbel`: Gumbel MuZero."""
+    kind: Literal["muzero", "gumbel", "auto"] = "muzero"
+    """`muzero`: pUCT with Dirichlet noise (EfficientZero); `gumbel`: Gumbel MuZero;
+    `auto`: muzero for Discrete actions, gumbel for Box ones. Over sampled actions pUCT's
+    target is the visit counts, which at few simulations spread evenly over the samples
+    and so keep the policy where it was; Gumbel's improved policy weighs each sample by its
+    value (docs/results/continuous_cpu.md)."""
     num_simulations: int = 50
     """Simulations per search, for acting and for reanalysis."""
     qtransform: Literal["minmax", "default"] = "minmax"
@@ -239,8 +243,9 @@ def quickstart() -> Config:
             vector_hidden=64, lstm_hidden=64, support_size=20, reward_support_size=5,
             proj_hidden=128, proj_out=128, pred_hidden=64,
         ),
-        # pUCT: Gumbel x 8 learns catch too, but less (docs/results/ladder_cpu.md).
-        search=SearchConfig(kind="muzero", num_simulations=8),
+        # pUCT for Discrete actions: Gumbel x 8 learns catch too, but less
+        # (docs/results/ladder_cpu.md); Gumbel for Box actions.
+        search=SearchConfig(kind="auto", num_simulations=8),
         replay=ReplayConfig(capacity=20_000),
         optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),
         train=TrainConfig(
@@ -253,6 +258,27 @@ def quickstart() -> Config:
     )
 
 
+def dmc() -> Config:
+    """DeepMind Control from proprioceptive observations (EfficientZero-V2's protocol).
+
+    Each action is repeated 2 env steps; 100k env steps are 50k agent steps. Needs the
+    `dmc` extra (pip install -e '.[dmc]'). The agent is the quickstart's (which learns
+    Pendulum-v1, docs/results/continuous_cpu.md), with DMC's rewards (0..1 a step) kept
+    unclipped and a discount of 0.997 per env step (EfficientZero-V2's)."""
+    base = quickstart()
+    return dataclasses.replace(
+        base,
+        preset="dmc",
+        env=EnvConfig(name="dm_control/cartpole-swingup-v0", num_envs=4, frame_stack=1,
+                      action_repeat=2),
+        replay=ReplayConfig(capacity=50_000),
+        train=dataclasses.replace(base.train, env_steps=50_000, start_steps=2_000,
+                                  clip_rewards=False, discount=0.997**2),
+        log=LogConfig(log_interval=1_000, eval_interval=5_000, eval_episodes=10,
+                      checkpoint_interval=5_000),
+    )
+
+
 def _tiny_model() -> ModelConfig:
     return ModelConfig(
         channels=8, num_blocks=1, head_channels=4, head_hidden=16,
@@ -261,7 +287,7 @@ def _tiny_model() -> ModelConfig:
     )
 
 
-PRESETS = {"quickstart": quickstart, "smoke": smoke, "atari100k": atari100k}
+PRESETS = {"quickstart": quickstart, "smoke": smoke, "atari100k": atari100k, "dmc": dmc}
 
 
 def preset(name: str) -> Config:
@@ -316,7 +342,7 @@ def validate(cfg: Config) -> None:
         (o.max_grad_norm > 0, "--optim.max-grad-norm must be > 0"),
         (0 <= o.warmup_fraction < 1, "--optim.warmup-fraction must be in [0, 1)"),
         (s.num_simulations > 0, f"--search.num-simulations must be > 0 (got {s.num_simulations})"),
-        (s.kind != "gumbel" or s.max_num_considered_actions > 0,
+        (s.kind == "muzero" or s.max_num_considered_actions > 0,
          "--search.max-num-considered-actions must be > 0"),
         (s.sampled_actions > 1, f"--search.sampled-actions must be > 1 (got {s.sampled_actions})"),
         (0 <= s.wide_actions < s.sampled_actions,

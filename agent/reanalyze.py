@@ -95,7 +95,8 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
                          out)  # explicit size: a zero-size LSTM carry (no value prefix) has no -1
     plan = search.plan(target_params, search_rng,
                        search_roots(cfg.search, root_rng, roots, continuous=continuous),
-                       recurrent_fn, **plan_kwargs(cfg.search, greedy=False))
+                       recurrent_fn,
+                       **plan_kwargs(cfg.search, greedy=False, continuous=continuous))
     ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
     step_values = plan.root_value.reshape(batch_size, span) if search_value else out.value
     # step_values [B, K+td+1]

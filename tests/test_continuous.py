@@ -8,7 +8,9 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 
+import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,9 @@ import optax
 import pytest
 
 from agent import config as config_lib
+from agent.acting import search_kind
 from agent.dreams import dreams_run
+from agent.envs import EnvError, resolve_spec
 from agent.train import train
 from world_model import (
     Batch,
@@ -116,3 +120,26 @@ def test_pendulum_trains_evaluates_and_dreams(tmp_path):
     assert (spec["action_dim"], spec["num_actions"]) == (1, 0)
     table = dreams_run(tmp_path, horizon=3, episodes=1, record_steps=20)
     assert np.isfinite(table["policy_kl"]).all() and np.isfinite(table["value_error"]).all()
+
+
+def test_dmc_preset_follows_efficientzero_v2s_protocol():
+    cfg = config_lib.preset("dmc")
+    config_lib.validate(cfg)
+    assert cfg.env.name.startswith("dm_control/") and cfg.env.action_repeat == 2
+    assert cfg.train.env_steps * cfg.env.action_repeat == 100_000  # env steps
+    assert not cfg.train.clip_rewards
+
+
+def test_dm_control_without_shimmy_names_the_extra(monkeypatch):
+    monkeypatch.setattr(gymnasium, "registry", {})  # nothing registered yet
+    monkeypatch.setitem(sys.modules, "shimmy", None)  # and shimmy not installed
+    with pytest.raises(EnvError, match=r"pip install -e '\.\[dmc\]'"):
+        resolve_spec("dm_control/cartpole-swingup-v0")
+
+
+def test_default_search_is_puct_for_discrete_and_gumbel_for_box_actions():
+    cfg = config_lib.quickstart().search
+    assert search_kind(cfg, continuous=False) == "muzero"
+    assert search_kind(cfg, continuous=True) == "gumbel"
+    muzero = dataclasses.replace(cfg, kind="muzero")
+    assert search_kind(muzero, continuous=True) == "muzero"  # an explicit kind holds

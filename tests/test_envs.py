@@ -305,6 +305,7 @@ def test_grayscale_images_get_a_channel(bad_envs):
         ("catch", {"mode": "test"}, ["mode must be 'train' or 'eval'"]),
         ("pong", {"frame_stack": 0}, ["frame_stack must be an integer >= 1"]),
         ("builtin:snake", {}, ["unknown builtin env 'snake'"]),
+        ("catch", {"action_repeat": 2}, ["action_repeat 2 applies to gymnasium", "use 1"]),
     ],
 )
 def test_bad_inputs_give_one_line_errors(in_repo, bad_envs, name, keywords, fragments):
