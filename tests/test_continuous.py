@@ -143,3 +143,23 @@ def test_default_search_is_puct_for_discrete_and_gumbel_for_box_actions():
     assert search_kind(cfg, continuous=True) == "gumbel"
     muzero = dataclasses.replace(cfg, kind="muzero")
     assert search_kind(muzero, continuous=True) == "muzero"  # an explicit kind holds
+
+
+def test_entropy_bonus_widens_the_policy():
+    graphdef, params = make_model(TINY, (5,), 0, action_dim=1, seed=0)
+    b, k = 4, 2
+    batch = Batch(
+        observations=jnp.zeros((b, k + 1, 5)), actions=jnp.zeros((b, k, 1)),
+        target_rewards=jnp.zeros((b, k)), target_values=jnp.zeros((b, k + 1)),
+        target_policies=jnp.full((b, k + 1, 2), 0.5), mask=jnp.ones((b, k + 1)),
+        weights=jnp.ones(b), target_arms=jnp.zeros((b, k + 1, 2, 1)))
+    only_entropy = LossConfig(reward_weight=0.0, value_weight=0.0, policy_weight=0.0,
+                              consistency_weight=0.0, entropy_weight=1.0)
+    loss_and_grad = jax.jit(jax.value_and_grad(compute_loss, argnums=1, has_aux=True),
+                            static_argnums=(0, 3), compiler_options=_FAST_COMPILE)
+    (loss, (metrics, _)), grads = loss_and_grad(graphdef, params, batch, only_entropy)
+    # The loss is minus the mean entropy over the unroll's K+1 steps, divided by K.
+    np.testing.assert_allclose(loss, -metrics["policy/entropy"] * (k + 1) / k, rtol=1e-5)
+    stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    (_, (after, _)), _ = loss_and_grad(graphdef, stepped, batch, only_entropy)
+    assert after["policy/entropy"] > metrics["policy/entropy"] + 0.01

@@ -34,9 +34,14 @@ class LossConfig:
     """Weight of the SimSiam consistency (negative cosine) loss."""
     dynamics_grad_scale: float = 0.5
     """Factor on the gradient that flows back through each dynamics step."""
+    entropy_weight: float = 0.0
+    """Weight of a bonus on the policy's entropy at the real steps of the unroll
+    (EfficientZero-V2's, for Box actions): keeps the policy exploring where costs on the
+    actions pull it to stand still before it has found the reward."""
 
     def __post_init__(self):
-        for name in ("reward_weight", "value_weight", "policy_weight", "consistency_weight"):
+        for name in ("reward_weight", "value_weight", "policy_weight", "consistency_weight",
+                     "entropy_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0")
         if not 0.0 <= self.dynamics_grad_scale <= 1.0:
@@ -108,12 +113,12 @@ def compute_loss(
     ).sum(axis=1)  # [B]
     if batch.target_arms is None:
         policy_ce = _cross_entropy(policy_logits, batch.target_policies)  # [B, K+1]
-        entropy = _entropy(root.policy_logits)
+        entropy = _entropy(policy_logits)  # [B, K+1]
     else:
         # Sampled MuZero's target: the search's weights over the arms it sampled.
         log_probs = gaussian.log_prob(policy_logits, batch.target_arms)  # [B, K+1, S]
         policy_ce = -jnp.sum(batch.target_policies * log_probs, axis=-1)
-        entropy = gaussian.entropy(root.policy_logits)
+        entropy = gaussian.entropy(policy_logits)
     policy_ce = (policy_ce * batch.mask).sum(axis=1)
     consistency = _consistency(model, unrolled.state.latent, obs[:, 1:])  # [B, K]
     consistency = (consistency * batch.mask[:, 1:]).sum(axis=1)
@@ -131,6 +136,8 @@ def compute_loss(
         + cfg.policy_weight * terms["policy"]
         + cfg.consistency_weight * terms["consistency"]
     )  # [B]
+    if cfg.entropy_weight:
+        per_sample -= cfg.entropy_weight * (entropy * batch.mask).sum(axis=1) * scale
     loss = jnp.mean(batch.weights * per_sample)
 
     root_value = root.value  # [B]
@@ -141,7 +148,7 @@ def compute_loss(
         "value/mean": root_value.mean(),
         "value/target_mean": batch.target_values[:, 0].mean(),
         "reward/mean": unrolled.reward.mean(),
-        "policy/entropy": entropy.mean(),
+        "policy/entropy": entropy[:, 0].mean(),
     }
     return loss, (jax.lax.stop_gradient(metrics), priorities)
 
@@ -151,7 +158,7 @@ def _cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
 
 
-def _entropy(logits: jax.Array) -> jax.Array:  # [B, A] -> [B]
+def _entropy(logits: jax.Array) -> jax.Array:  # [..., A] -> [...]
     log_p = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
 
