@@ -13,6 +13,7 @@ ENV forms, tried in this order:
 from __future__ import annotations
 
 import difflib
+import warnings
 
 import gymnasium
 import numpy as np
@@ -124,7 +125,11 @@ def _register_extras(env_id: str) -> None:
         register_envs()
     elif env_id.startswith("dm_control/"):
         try:
-            import shimmy
+            # dm_control probes for a display at import; training renders nothing, so
+            # its "DISPLAY is missing" warning on a headless machine is noise.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*DISPLAY environment variable")
+                import shimmy
         except ImportError as error:
             raise EnvError(f"{env_id!r} needs DeepMind Control through shimmy: "
                            "pip install -e '.[dmc]'") from error
