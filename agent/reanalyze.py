@@ -8,8 +8,10 @@ target network (EfficientZero).
   observation n steps ahead (or, as an option, from the search's value there, MuZero
   Reanalyse), with the horizon shortened for old data (off-policy correction) or, as an
   option, EfficientZero-V2's mixed target;
-- reward targets: the real rewards, clipped; past a segment end all targets are the
-  absorbing state's zeros and the step is masked for policy and consistency.
+- reward targets: the real rewards, clipped; past a terminal all targets are the
+  absorbing state's zeros and the step is masked for policy and consistency. Past a cut
+  (a time limit, or the run stopped) the episode went on unrecorded: value and reward
+  targets that reach past it are masked too (Pardo et al., 2018, "Time limits in RL").
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     alive = jnp.cumprod(
         jnp.concatenate([jnp.ones_like(ends[:, :1]), ~ends], axis=1), axis=1
     ).astype(jnp.float32)  # [B, K+td+1]
+    # `known` [B, K+td+1]: 1 until the first cut (an end that is not a terminal) has passed.
+    # A target summing over steps past a cut is unknown: the episode went on, unrecorded.
+    cuts = ends & ~replay_lib.window(replay.terminals, rows, times, unroll + td)  # [B, K+td]
+    known = jnp.cumprod(
+        jnp.concatenate([jnp.ones_like(cuts[:, :1]), ~cuts], axis=1), axis=1
+    ).astype(jnp.float32)  # [B, K+td+1]
     rewards = replay_lib.window(replay.rewards, rows, times, unroll + td)  # [B, K+td]
     if t.clip_rewards:
         rewards = jnp.clip(rewards, -1.0, 1.0)
@@ -103,10 +111,13 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     bootstrap = jnp.take_along_axis(step_values, ahead, axis=1)
     values = nstep_values(rewards, alive, bootstrap, horizon, unroll=unroll, td_steps=td,
                           discount=t.discount)
+    value_mask = jnp.take_along_axis(known, ahead, axis=1)  # [B, K+1]: no cut before k + h
     if t.value_target == "mixed":
         stored = replay_lib.window(replay.values, rows, times, unroll + 1)
-        values = jnp.where((age > t.mixed_value_age)[:, None], stored * alive[:, : unroll + 1],
-                           values)
+        old = (age > t.mixed_value_age)[:, None]  # [B, 1]
+        values = jnp.where(old, stored * alive[:, : unroll + 1], values)
+        # A stored value is known up to a cut: it looks ahead through the model alone.
+        value_mask = jnp.where(old, known[:, : unroll + 1], value_mask)
 
     fresh = plan.action_weights.reshape(batch_size, searched, num_actions)[:, : unroll + 1]
     stored = replay_lib.window(replay.policies, rows, times, unroll + 1)  # [B, K+1, A]
@@ -128,6 +139,8 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
         target_values=values,
         target_policies=policies,
         mask=mask,
+        value_mask=value_mask,
+        reward_mask=known[:, :unroll],  # reward k is real, or a terminal's absorbing 0
         weights=sample.weights,
         target_arms=arms,
     )

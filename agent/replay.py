@@ -31,6 +31,9 @@ class Replay:
     actions: jax.Array       # [N, L] int32; Box actions [N, L, D] float32 in [-1, 1]
     rewards: jax.Array       # [N, L] float32 raw reward after the action
     ends: jax.Array          # [N, L] bool, the segment ends after this step
+    # [N, L] bool, that end is a terminal (game over; a life loss in train mode). An end
+    # that is not cuts the episode short (time limit, run stopped): the return goes on.
+    terminals: jax.Array
     segment_start: jax.Array  # [N, L] int32 absolute time of the segment's first step
     policies: jax.Array      # [N, L, A] float32 search policy when acting; Box: over K arms
     values: jax.Array        # [N, L] float32 search root value when acting
@@ -68,6 +71,7 @@ def init(*, num_envs: int, capacity: int, frame_shape: tuple[int, ...], frame_dt
                  else jnp.zeros((num_envs, length), jnp.int32)),
         rewards=jnp.zeros((num_envs, length), jnp.float32),
         ends=jnp.zeros((num_envs, length), bool),
+        terminals=jnp.zeros((num_envs, length), bool),
         segment_start=jnp.zeros((num_envs, length), jnp.int32),
         policies=jnp.zeros((num_envs, length, num_actions), jnp.float32),
         values=jnp.zeros((num_envs, length), jnp.float32),
@@ -84,7 +88,7 @@ def check_memory(*, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
                  num_actions: int, action_dim: int = 0) -> int:
     """Bytes the buffer needs; raises MemoryError with the fix if the device lacks them."""
     per_step = (int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize
-                + 4 * (num_actions * (1 + action_dim) + action_dim + 6))
+                + 4 * (num_actions * (1 + action_dim) + action_dim + 6) + 1)
     needed = capacity * per_step
     device = jax.devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
@@ -101,12 +105,13 @@ def check_memory(*, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
     return needed
 
 
-def add(replay: Replay, *, frames, actions, rewards, ends, starts, policies, values,
-        arms=None) -> Replay:
+def add(replay: Replay, *, frames, actions, rewards, ends, terminals, starts, policies,
+        values, arms=None) -> Replay:
     """Writes one time step for every env.
 
     frames [N, *frame], actions [N] (Box: [N, D]), rewards [N], ends [N] bool (segment
-    ends after this step), starts [N] bool (this frame opens a segment), policies [N, A],
+    ends after this step), terminals [N] bool (which of those ends are terminals; the
+    others are cuts), starts [N] bool (this frame opens a segment), policies [N, A],
     values [N], arms [N, K, D] (Box actions only).
     """
     t = replay.written
@@ -121,6 +126,7 @@ def add(replay: Replay, *, frames, actions, rewards, ends, starts, policies, val
         actions=put(replay.actions, actions),
         rewards=put(replay.rewards, rewards),
         ends=put(replay.ends, ends),
+        terminals=put(replay.terminals, jnp.logical_and(ends, terminals)),
         segment_start=put(replay.segment_start, current_start),
         policies=put(replay.policies, policies),
         values=put(replay.values, values),
@@ -132,7 +138,8 @@ def add(replay: Replay, *, frames, actions, rewards, ends, starts, policies, val
 
 
 def close_segments(replay: Replay) -> Replay:
-    """Ends every open segment at the last written step (the run stopped mid-episode)."""
+    """Ends every open segment at the last written step (the run stopped mid-episode: a
+    cut, not a terminal)."""
     last = (replay.written - 1) % replay.length
     closed = replay.ends.at[:, last].set(True)
     return replay.replace(ends=jnp.where(replay.written > 0, closed, replay.ends))

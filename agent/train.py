@@ -341,7 +341,8 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
             ended = step.terminated | step.truncated
             ends = step.train_terminal | ended
             replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                         ends=ends, starts=starts, policies=plan.action_weights,
+                         ends=ends, terminals=step.train_terminal, starts=starts,
+                         policies=plan.action_weights,
                          values=plan.root_value, arms=plan.arms)
             starts = ends
             stack.push(step.obs[:, -1], starts)

@@ -59,7 +59,8 @@ def advance(replay, frames, *, steps: int):
     for t in range(steps):
         replay = add(replay, frames=frames[t * num_envs % len(frames):][:num_envs],
                      actions=np.zeros(num_envs, np.int32), rewards=zeros,
-                     ends=np.zeros(num_envs, bool), starts=np.zeros(num_envs, bool),
+                     ends=np.zeros(num_envs, bool), terminals=np.zeros(num_envs, bool),
+                     starts=np.zeros(num_envs, bool),
                      policies=uniform, values=zeros)
     return jax.block_until_ready(replay)
 

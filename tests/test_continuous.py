@@ -85,7 +85,8 @@ def test_policy_loss_moves_the_mean_towards_the_weighted_arm():
         actions=jnp.asarray(rng.uniform(-1, 1, (b, k, 1)), jnp.float32),
         target_rewards=jnp.zeros((b, k)), target_values=jnp.zeros((b, k + 1)),
         target_policies=jnp.broadcast_to(jnp.array([0.9, 0.1]), (b, k + 1, 2)),
-        mask=jnp.ones((b, k + 1)), weights=jnp.ones(b), target_arms=jnp.asarray(arms))
+        mask=jnp.ones((b, k + 1)), value_mask=jnp.ones((b, k + 1)),
+        reward_mask=jnp.ones((b, k)), weights=jnp.ones(b), target_arms=jnp.asarray(arms))
     optimizer = optax.adam(1e-2)
     loss_cfg = LossConfig(reward_weight=0.0, value_weight=0.0, consistency_weight=0.0)
 
@@ -152,6 +153,7 @@ def test_entropy_bonus_widens_the_policy():
         observations=jnp.zeros((b, k + 1, 5)), actions=jnp.zeros((b, k, 1)),
         target_rewards=jnp.zeros((b, k)), target_values=jnp.zeros((b, k + 1)),
         target_policies=jnp.full((b, k + 1, 2), 0.5), mask=jnp.ones((b, k + 1)),
+        value_mask=jnp.ones((b, k + 1)), reward_mask=jnp.ones((b, k)),
         weights=jnp.ones(b), target_arms=jnp.zeros((b, k + 1, 2, 1)))
     only_entropy = LossConfig(reward_weight=0.0, value_weight=0.0, policy_weight=0.0,
                               consistency_weight=0.0, entropy_weight=1.0)

@@ -42,7 +42,8 @@ def _updates_on_one_and_two_devices() -> dict:
             replay, frames=rng.integers(0, 256, (num_envs, *spec.frame_shape), np.uint8),
             actions=rng.integers(0, num_actions, num_envs), rewards=rng.choice([-1.0, 0.0, 1.0],
                                                                                num_envs),
-            ends=rng.random(num_envs) < 0.1, starts=np.full(num_envs, t == 0),
+            ends=rng.random(num_envs) < 0.1, terminals=np.ones(num_envs, bool),
+            starts=np.full(num_envs, t == 0),
             policies=np.full((num_envs, num_actions), 1 / num_actions),
             values=np.zeros(num_envs))
     betas = jax.numpy.full((1,), 0.4)

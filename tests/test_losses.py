@@ -47,6 +47,8 @@ def _batch(obs_shape=OBS_SHAPE, *, seed=0) -> Batch:
         target_values=jnp.asarray(rng.uniform(-3.0, 3.0, (B, K + 1)), jnp.float32),
         target_policies=jnp.asarray(policies),
         mask=jnp.asarray(mask),
+        value_mask=jnp.ones((B, K + 1), jnp.float32),
+        reward_mask=jnp.ones((B, K), jnp.float32),
         weights=jnp.asarray(rng.uniform(0.5, 1.0, B), jnp.float32),
     )
 
@@ -129,6 +131,28 @@ def test_masked_steps_leave_loss_and_gradient_unchanged(model):
     policies[0, 2] = policies[0, 2][::-1]
     real_change = changed.replace(target_policies=jnp.asarray(policies))
     assert _loss_and_grad(graphdef, params, real_change, LossConfig())[0][0] != loss
+
+
+def test_unknown_value_and_reward_targets_are_not_learnt(model):
+    """Where `value_mask` / `reward_mask` are 0 (targets reaching past a time-limit cut)
+    the targets do not touch the loss or its gradient; elsewhere they do."""
+    graphdef, params = model
+    params = _perturbed(params)
+    batch = _batch()
+    value_mask = np.ones((B, K + 1), np.float32)
+    value_mask[2, 3:] = 0.0
+    reward_mask = np.ones((B, K), np.float32)
+    reward_mask[2, 2:] = 0.0
+    batch = batch.replace(value_mask=jnp.asarray(value_mask), reward_mask=jnp.asarray(reward_mask))
+    changed = batch.replace(target_values=batch.target_values.at[2, 3:].add(5.0),
+                            target_rewards=batch.target_rewards.at[2, 2:].add(1.0))
+    (loss, _), grads = _loss_and_grad(graphdef, params, batch, LossConfig())
+    (loss_c, _), grads_c = _loss_and_grad(graphdef, params, changed, LossConfig())
+    np.testing.assert_array_equal(loss, loss_c)
+    for g, g_c in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_c), strict=True):
+        np.testing.assert_array_equal(g, g_c)
+    known = batch.replace(target_values=batch.target_values.at[2, 2].add(5.0))
+    assert _loss_and_grad(graphdef, params, known, LossConfig())[0][0] != loss
 
 
 def test_adam_on_a_fixed_batch_reduces_the_loss(model):

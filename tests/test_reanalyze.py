@@ -76,24 +76,36 @@ class _Window:
     observation: object  # (row, time) -> [10, 10, STACK], the stacked observation there
 
 
-def _window_setup(value_target: str, *, value_prefix: bool = True) -> _Window:
-    """A smoke model, a replay of STEPS random steps per env and a sample of 4 windows."""
+def _window_setup(value_target: str, *, value_prefix: bool = True,
+                  search_kind: str = "gumbel", end_after: int | None = None,
+                  terminal: bool = True) -> _Window:
+    """A smoke model, a replay of STEPS random steps per env and a sample of 4 windows.
+    `end_after`: env 0's first segment ends after that step, as a terminal or a cut."""
     cfg = config_lib.preset("smoke")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, value_prefix=value_prefix),
+                              search=dataclasses.replace(cfg.search, kind=search_kind),
                               train=dataclasses.replace(
         cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False,
         value_target=value_target,
         env_steps=100))  # the TD horizon shrinks by one every 30 transitions of age
     stack, num_envs, steps = STACK, NUM_ENVS, STEPS
     graphdef, params = make_model(cfg.model, (10, 10, stack), 3, seed=0)
+    # Perturbed: a fresh model's zero-initialised heads value every state at 0, which
+    # would pin nothing about where a value comes from.
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
+                                          for x, k in zip(leaves, keys, strict=True)])
     replay = replay_lib.init(num_envs=num_envs, capacity=200, frame_shape=(10, 10, 1),
                              frame_dtype=jnp.uint8, num_actions=3)
     frames = np.random.default_rng(0).integers(0, 256, (steps, num_envs, 10, 10, 1), np.uint8)
     rewards = np.arange(steps * num_envs, dtype=np.float32).reshape(steps, num_envs) % 3 - 1
-    for t in range(steps):  # one segment per env: every step is alive
+    for t in range(steps):  # one segment per env unless `end_after`
+        ends = np.array([t == end_after] + [False] * (num_envs - 1))
+        starts = np.array([t == 0 or t - 1 == end_after] + [t == 0] * (num_envs - 1))
         replay = replay_lib.add(replay, frames=frames[t], actions=np.full(num_envs, t % 3),
-                                rewards=rewards[t], ends=np.zeros(num_envs, bool),
-                                starts=np.full(num_envs, t == 0),
+                                rewards=rewards[t], ends=ends,
+                                terminals=np.full(num_envs, terminal), starts=starts,
                                 policies=np.full((num_envs, 3), 1 / 3), values=np.zeros(num_envs))
     rows, times = jnp.array([0, 1, 1, 0]), jnp.array([0, 3, 20, 29])
     sample = replay_lib.Sample(rows=rows, times=times, weights=jnp.ones(4))
@@ -159,13 +171,14 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
 def test_search_value_target_bootstraps_from_the_search_value():
     """`value_target="search"`: the bootstrap is the root value of the same reanalysis
     search, run over every step of the window (roots first, then the steps past them)."""
-    w = _window_setup("search")
+    w = _window_setup("search", search_kind="muzero")
     rows, times = w.rows, w.times
     span = UNROLL + TD + 1
     window = jnp.stack([w.observation(row, time + j) for row, time in
                         zip(rows.tolist(), times.tolist(), strict=True) for j in range(span)])
     plan = _search(w, window)
     values = np.asarray(plan.root_value).reshape(4, span)
+    assert np.ptp(values) > 0.1  # the perturbed model values the steps differently
     ages = (STEPS - 1 - times) * NUM_ENVS
     horizons = td_horizon(ages, td_steps=TD, env_steps=w.cfg.train.env_steps, correct=True)
     expected = np.zeros((4, UNROLL + 1))
@@ -177,6 +190,25 @@ def test_search_value_target_bootstraps_from_the_search_value():
     np.testing.assert_allclose(np.asarray(w.batch.target_values), expected, rtol=1e-5, atol=1e-5)
     policies = np.asarray(plan.action_weights).reshape(4, span, -1)[:, : UNROLL + 1]
     np.testing.assert_allclose(np.asarray(w.batch.target_policies), policies, atol=1e-5)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_targets_reaching_past_a_cut_are_masked_not_past_a_terminal(terminal):
+    """Sample 0's window (env 0 from step 0) holds a segment end after step 3. Past a
+    terminal the targets are the absorbing state's zeros, all learnt; past a cut (a time
+    limit) the episode went on unrecorded, so a value target whose n steps reach past it,
+    and every reward after it, is masked."""
+    w = _window_setup("nstep", end_after=3, terminal=terminal)
+    ages = (STEPS - 1 - w.times) * NUM_ENVS
+    h = int(td_horizon(ages, td_steps=TD, env_steps=w.cfg.train.env_steps, correct=True)[0])
+    value_mask = np.asarray(w.batch.value_mask[0])
+    reward_mask = np.asarray(w.batch.reward_mask[0])
+    if terminal:
+        assert value_mask.all() and reward_mask.all()
+    else:
+        np.testing.assert_array_equal(value_mask, [k + h <= 3 for k in range(UNROLL + 1)])
+        np.testing.assert_array_equal(reward_mask, [k <= 3 for k in range(UNROLL)])
+    assert np.asarray(w.batch.value_mask[1:]).all() and np.asarray(w.batch.reward_mask[1:]).all()
 
 
 def test_make_batch_takes_a_model_without_value_prefix():

@@ -3,7 +3,8 @@
 Terms per sample (summed over the unroll, then divided by K, which is EfficientZero's
 1/K gradient hook written into the loss, so its SGD learning rate carries over):
 value cross-entropy at all K+1 steps, reward / value-prefix cross-entropy at the K
-steps (zero targets past the episode end are learnt as absorbing), policy
+steps (zero targets past a terminal are learnt as absorbing; targets that reach past a
+time-limit cut are unknown and masked), policy
 cross-entropy and SimSiam consistency only where `mask` says the step is real. For Box
 actions the policy term is the search's weights times the log-density of its arms.
 """
@@ -58,6 +59,10 @@ class Batch:
     target_values: chex.Array  # [B, K+1] float32 value targets (0 past the end)
     target_policies: chex.Array  # [B, K+1, A] float32 search policies (uniform where masked)
     mask: chex.Array  # [B, K+1] float32, 1 where obs t+k exists in the same segment
+    # [B, K+1] / [B, K] float32: 0 where the target is unknown because the episode was cut
+    # (a time limit, not a terminal) before the steps it sums over
+    value_mask: chex.Array
+    reward_mask: chex.Array
     weights: chex.Array  # [B] float32 importance-sampling weights
     # Box actions only: [B, K+1, S, D] the pre-tanh arms `target_policies` weigh (S arms)
     target_arms: chex.Array | None = None
@@ -102,7 +107,8 @@ def compute_loss(
         value_logits,
         to_categorical(batch.target_values, mcfg.support_size, bin_width=mcfg.bin_width,
                        smoothing=mcfg.target_smoothing),
-    ).sum(axis=1)  # [B]
+    )  # [B, K+1]
+    value_ce = (value_ce * batch.value_mask).sum(axis=1)  # [B]
     reward_targets = batch.target_rewards  # [B, K]
     if mcfg.value_prefix:
         reward_targets = _value_prefix_targets(reward_targets, horizon=mcfg.lstm_horizon)
@@ -110,7 +116,8 @@ def compute_loss(
         reward_logits,
         to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.bin_width,
                        smoothing=mcfg.target_smoothing),
-    ).sum(axis=1)  # [B]
+    )  # [B, K]
+    reward_ce = (reward_ce * batch.reward_mask).sum(axis=1)  # [B]
     if batch.target_arms is None:
         policy_ce = _cross_entropy(policy_logits, batch.target_policies)  # [B, K+1]
         entropy = _entropy(policy_logits)  # [B, K+1]
@@ -141,7 +148,9 @@ def compute_loss(
     loss = jnp.mean(batch.weights * per_sample)
 
     root_value = root.value  # [B]
-    priorities = jax.lax.stop_gradient(jnp.abs(root_value - batch.target_values[:, 0])) + 1e-6
+    # A root whose value target is unknown gets no priority of its own (just the floor).
+    root_error = jnp.abs(root_value - batch.target_values[:, 0]) * batch.value_mask[:, 0]
+    priorities = jax.lax.stop_gradient(root_error) + 1e-6
     metrics = {f"loss/{name}": term.mean() for name, term in terms.items()}
     metrics |= {
         "loss/total": loss,
