@@ -58,6 +58,14 @@ def nstep_values(rewards, alive, bootstrap, horizon, *, unroll: int, td_steps: i
     return partial + discount ** horizon[:, None] * bootstrap * alive_ahead
 
 
+def _before_first(events: jax.Array) -> jax.Array:
+    """[B, T] bool, an event after step j -> [B, T+1] float32, 1 at the steps j that no
+    event precedes (step 0 always)."""
+    return jnp.cumprod(
+        jnp.concatenate([jnp.ones_like(events[:, :1]), ~events], axis=1), axis=1
+    ).astype(jnp.float32)
+
+
 def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
                sample: replay_lib.Sample, rng, *, stack: int, is_image: bool,
                recurrent_fn) -> Batch:
@@ -69,15 +77,11 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     continuous = replay.arms is not None
 
     ends = replay_lib.window(replay.ends, rows, times, unroll + td)  # [B, K+td]
-    alive = jnp.cumprod(
-        jnp.concatenate([jnp.ones_like(ends[:, :1]), ~ends], axis=1), axis=1
-    ).astype(jnp.float32)  # [B, K+td+1]
-    # `known` [B, K+td+1]: 1 until the first cut (an end that is not a terminal) has passed.
-    # A target summing over steps past a cut is unknown: the episode went on, unrecorded.
+    alive = _before_first(ends)  # [B, K+td+1]
+    # `known`: 1 until the first cut (an end that is not a terminal) has passed. A target
+    # summing over steps past a cut is unknown: the episode went on, unrecorded.
     cuts = ends & ~replay_lib.window(replay.terminals, rows, times, unroll + td)  # [B, K+td]
-    known = jnp.cumprod(
-        jnp.concatenate([jnp.ones_like(cuts[:, :1]), ~cuts], axis=1), axis=1
-    ).astype(jnp.float32)  # [B, K+td+1]
+    known = _before_first(cuts)  # [B, K+td+1]
     rewards = replay_lib.window(replay.rewards, rows, times, unroll + td)  # [B, K+td]
     if t.clip_rewards:
         rewards = jnp.clip(rewards, -1.0, 1.0)

@@ -130,7 +130,7 @@ def play_randomly(env, replay, *, steps: int, seed: int):
         step = env.step(actions)
         ends = step.train_terminal | step.terminated | step.truncated
         replay = add(replay, frames=frames, actions=actions, rewards=step.reward, ends=ends,
-                     terminals=step.train_terminal | step.terminated,
+                     terminals=step.train_terminal,
                      starts=starts, policies=uniform, values=np.zeros(num_envs, np.float32))
         seen.append(frames)
         frames, starts = step.obs[:, -1], ends
@@ -323,7 +323,7 @@ def bench_env_overlap(cfg, graphdef, optimizer, spec, state, replay, *, steps: i
         env_seconds[kind] += time.perf_counter() - start
         ends = step.train_terminal | step.terminated | step.truncated
         replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                     ends=ends, terminals=step.train_terminal | step.terminated, starts=starts,
+                     ends=ends, terminals=step.train_terminal, starts=starts,
                      policies=plan.action_weights,
                      values=plan.root_value)
         stack.push(step.obs[:, -1], ends)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from model_params import perturbed
 
 from world_model import Batch, LossConfig, ModelConfig, compute_loss, make_model
 from world_model.losses import _negative_cosine, _value_prefix_targets
@@ -58,15 +59,6 @@ def model():
     return make_model(CFG, OBS_SHAPE, NUM_ACTIONS, seed=0)
 
 
-def _perturbed(params, *, scale=0.3, seed=0):
-    """Random params (in numpy: eager jax ops would compile once per parameter shape)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(
-        lambda p: jnp.asarray(np.asarray(p) + scale * rng.normal(size=p.shape).astype(np.float32)),
-        params,
-    )
-
-
 def _finite(tree) -> bool:
     return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(tree))
 
@@ -90,7 +82,7 @@ def test_loss_metrics_priorities_and_gradients(model):
 
 def test_priorities_are_the_root_value_error(model):
     graphdef, params = model
-    params = _perturbed(params)  # zero-initialised heads would give every root value 0
+    params = perturbed(params, scale=0.3)  # zero-initialised heads would give every root value 0
     batch = _batch()
     (_, (metrics, priorities)), _ = _loss_and_grad(graphdef, params, batch, LossConfig())
     # With a target far above every root value v the priorities give v back; it must
@@ -106,7 +98,7 @@ def test_priorities_are_the_root_value_error(model):
 
 def test_masked_steps_leave_loss_and_gradient_unchanged(model):
     graphdef, params = model
-    params = _perturbed(params)  # a zero-initialised policy head ignores its targets
+    params = perturbed(params, scale=0.3)  # a zero-initialised policy head ignores its targets
     batch = _batch()
     rng = np.random.default_rng(1)
     masked = np.asarray(batch.mask) == 0.0  # [B, K+1]
@@ -137,7 +129,7 @@ def test_unknown_value_and_reward_targets_are_not_learnt(model):
     """Where `value_mask` / `reward_mask` are 0 (targets reaching past a time-limit cut)
     the targets do not touch the loss or its gradient; elsewhere they do."""
     graphdef, params = model
-    params = _perturbed(params)
+    params = perturbed(params, scale=0.3)
     batch = _batch()
     value_mask = np.ones((B, K + 1), np.float32)
     value_mask[2, 3:] = 0.0

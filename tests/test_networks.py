@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_params import perturbed
 
 from world_model import (
     ModelConfig,
@@ -46,16 +47,6 @@ def _observations(obs_shape, seed=0):
     if len(obs_shape) == 3:
         return jnp.asarray(rng.integers(0, 256, (BATCH, *obs_shape), dtype=np.uint8))
     return jnp.asarray(rng.normal(size=(BATCH, *obs_shape)), jnp.float32)
-
-
-def _perturbed(params, *, scale=0.5, seed=0):
-    """Random params, so the zero-initialised heads give non-trivial outputs."""
-    rng = np.random.default_rng(seed)
-    # numpy, not jnp: an eager jax op would compile once per parameter shape.
-    return jax.tree.map(
-        lambda p: jnp.asarray(np.asarray(p) + scale * rng.normal(size=p.shape).astype(np.float32)),
-        params,
-    )
 
 
 @pytest.mark.parametrize(
@@ -113,7 +104,7 @@ def test_heads_start_at_zero_value_and_uniform_policy():
 def test_value_prefix_resets_at_the_lstm_horizon():
     cfg = TINY  # lstm_horizon 3: unroll 7 steps, two resets
     graphdef, params = make_model(cfg, (7,), NUM_ACTIONS, seed=0)
-    params = _perturbed(params)
+    params = perturbed(params, scale=0.5)
     state = _initial(graphdef, params, _observations((7,))).state
     # graphdef closed over
     step = jax.jit(functools.partial(recurrent_inference, graphdef), compiler_options=_FAST_COMPILE)
@@ -146,7 +137,7 @@ def test_value_prefix_resets_at_the_lstm_horizon():
 def test_plain_reward_mode_decodes_the_reward_logits():
     cfg = dataclasses.replace(TINY, value_prefix=False, num_blocks=0)
     graphdef, params = make_model(cfg, (7,), NUM_ACTIONS, seed=0)
-    params = _perturbed(params)
+    params = perturbed(params, scale=0.5)
     _, out, _ = _root_step_and_projections(
         graphdef, params, _observations((7,)), jnp.array([1, 2], jnp.int32)
     )

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_params import perturbed
 
 import search
 from agent import config as config_lib
@@ -90,12 +91,7 @@ def _window_setup(value_target: str, *, value_prefix: bool = True,
         env_steps=100))  # the TD horizon shrinks by one every 30 transitions of age
     stack, num_envs, steps = STACK, NUM_ENVS, STEPS
     graphdef, params = make_model(cfg.model, (10, 10, stack), 3, seed=0)
-    # Perturbed: a fresh model's zero-initialised heads value every state at 0, which
-    # would pin nothing about where a value comes from.
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
-                                          for x, k in zip(leaves, keys, strict=True)])
+    params = perturbed(params, scale=0.3)  # else every value is 0: nothing would be pinned
     replay = replay_lib.init(num_envs=num_envs, capacity=200, frame_shape=(10, 10, 1),
                              frame_dtype=jnp.uint8, num_actions=3)
     frames = np.random.default_rng(0).integers(0, 256, (steps, num_envs, 10, 10, 1), np.uint8)
