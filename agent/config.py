@@ -234,7 +234,12 @@ def quickstart() -> Config:
     updates: with one real step per target, what the value knows travels back along the
     episode through those refreshes. Value bins stay EfficientZero's (1 wide in h's
     units): bins 0.1 wide solved catch on every seed but left Acrobot's value, which must
-    grow to about -80, far behind its targets (docs/results/ladder_cpu.md)."""
+    grow to about -80, far behind its targets. The root's Dirichlet noise has alpha 1
+    (EfficientZero's 0.3 is for Atari's 18 actions; AlphaZero scales alpha down as the
+    legal moves grow): over 3 actions the largest share of Dir(0.3) averages 0.77 of the
+    noise's quarter of the prior, of Dir(1) 0.61, so fewer of the 8 simulations follow
+    one random action. Catch over seeds 0-6: mean 7.52 against 5.50, the worst seed 4.97
+    against 0.69 (docs/results/ladder_cpu.md)."""
     return Config(
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
@@ -245,7 +250,7 @@ def quickstart() -> Config:
         ),
         # pUCT for Discrete actions: Gumbel x 8 learns catch too, but less
         # (docs/results/ladder_cpu.md); Gumbel for Box actions.
-        search=SearchConfig(kind="auto", num_simulations=8),
+        search=SearchConfig(kind="auto", num_simulations=8, dirichlet_alpha=1.0),
         replay=ReplayConfig(capacity=20_000),
         optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),
         train=TrainConfig(
