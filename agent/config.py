@@ -238,8 +238,8 @@ def quickstart() -> Config:
     (EfficientZero's 0.3 is for Atari's 18 actions; AlphaZero scales alpha down as the
     legal moves grow): over 3 actions the largest share of Dir(0.3) averages 0.77 of the
     noise's quarter of the prior, of Dir(1) 0.61, so fewer of the 8 simulations follow
-    one random action. Catch over seeds 0-6: mean 7.52 against 5.50, the worst seed 4.97
-    against 0.69 (docs/results/ladder_cpu.md)."""
+    one random action. Catch over seeds 0-9: mean 7.24 against 5.37, the worst seed 2.03
+    against -1.81 (docs/results/ladder_cpu.md)."""
     return Config(
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
