@@ -167,7 +167,7 @@ def run_acting(cfg, env, spec, clock, act, add, params, replay, *, steps: int):
                 # here first keeps the copy out of the add's time.
                 uploaded = jax.block_until_ready(jax.device_put(dict(
                     frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                    ends=ends, starts=starts)))
+                    ends=ends, terminals=step.train_terminal, starts=starts)))
             with clock.span("replay add"):
                 replay = jax.block_until_ready(add(
                     replay, **uploaded, policies=plan.action_weights, values=plan.root_value))

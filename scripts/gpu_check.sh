@@ -4,7 +4,8 @@
 #   bash scripts/gpu_check.sh [GAME] [TRAIN_SECONDS]
 #
 # 1. scripts/bench_train.py at full size (the atari100k preset) with 1 and with 4 updates
-#    per call: the phase breakdown, memory peak and projected full-run time of each;
+#    per call: the phase breakdown, memory peak and projected full-run time of each, over
+#    UPDATES timed updates (default 20);
 # 2. if TRAIN_SECONDS > 0 (default 0), `dreamzero train --preset atari100k --env GAME` for
 #    that long into runs/gpu/GAME, then stopped; rerunning the script resumes the run from
 #    its last checkpoint, so a full run is a few such commands (BENCH=0 skips step 1).
@@ -41,7 +42,7 @@ if [[ ${BENCH:-1} != 0 ]]; then
   for per_call in 1 4; do
     echo "== bench_train $preset $game, $per_call update(s) per call"
     "$python" scripts/bench_train.py --preset "$preset" --env "$game" \
-      --updates-per-call "$per_call" --updates 2 --json "$results/bench_m$per_call.json" \
+      --updates-per-call "$per_call" --updates "${UPDATES:-20}" --json "$results/bench_m$per_call.json" \
       2>&1 | tee "$results/bench_m$per_call.txt" || status=1
   done
 fi
