@@ -12,7 +12,9 @@ run's newest checkpoint once, without search:
   keeps it), how often the policy prior's favourite and the one-step lookahead
   argmax_a r(s, a) + discount * v(g(s, a)) are that move, and the lookahead's mean margin
   of that move over the best other one;
-- the reward error on landing steps (|predicted - true| for all three moves).
+- the reward error on landing steps (|predicted - true| for all three moves), and the mean
+  predicted reward of the landing moves that catch the ball (true +1) and that miss it
+  (true -1).
 """
 
 import argparse
@@ -66,6 +68,8 @@ def probe(run_dir: Path) -> dict:
         "lookahead_margin": (lookahead[critical, toward[critical]]
                              - others[critical].max(1)).mean(),
         "landing_reward_error": np.abs(rewards - np.where(caught, 1.0, -1.0))[landing].mean(),
+        "catch_reward": rewards[landing][caught[landing]].mean(),
+        "miss_reward": rewards[landing][~caught[landing]].mean(),
     }
 
 
@@ -74,13 +78,14 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
     print("| run | value gap | prior acc. | lookahead acc. | lookahead margin "
-          "| landing reward err. |")
-    print("|---|--:|--:|--:|--:|--:|")
+          "| landing reward err. | reward of a catch / a miss |")
+    print("|---|--:|--:|--:|--:|--:|--:|")
     for run in args.runs:
         p = probe(run)
         print(f"| {run} | {p['value_gap']:.2f} | {p['prior_accuracy']:.2f} | "
               f"{p['lookahead_accuracy']:.2f} | {p['lookahead_margin']:.3f} | "
-              f"{p['landing_reward_error']:.3f} |")
+              f"{p['landing_reward_error']:.3f} | "
+              f"{p['catch_reward']:.2f} / {p['miss_reward']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def fit(args: Args, seed: int) -> list[tuple[float, float, float]]:
     def loss_fn(p, pairs):
         logits, _ = predict(p, pairs)
         target = to_categorical(rewards[pairs[:, 0], pairs[:, 1]], cfg.reward_support_size,
-                                bin_width=cfg.bin_width, smoothing=cfg.target_smoothing)
+                                bin_width=cfg.reward_bin_width, smoothing=cfg.target_smoothing)
         return -jnp.sum(target * jax.nn.log_softmax(logits), axis=-1).mean()
 
     step = supervised_step(loss_fn, optimizer)

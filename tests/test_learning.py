@@ -11,9 +11,9 @@ from agent.envs import make_env
 from agent.train import train
 
 # Budgets: a few minutes of 2-core CPU each. Catch runs the default (quickstart) preset as
-# `dreamzero train` does, 8k env steps; its seeds 0-9 ended between +2.03 and +10.00 on
-# an AMD EPYC host, seed 0 (the test's) at +10.00 (docs/results/ladder_cpu.md), where
-# random play returns -8: at least 10 above random. The margin of 8 (more balls caught
+# `dreamzero train` does, 8k env steps; its seeds 0-9 ended between +3.62 and +10.00 on
+# an AMD EPYC host, seed 0 (the test's) at +8.88 (docs/results/ladder_cpu.md), where
+# random play returns -8: at least 11 above random. The margin of 8 (more balls caught
 # than missed) fails a run that misses as many balls as it catches, as n-step value
 # targets did on seed 1 (-4.25). On the same host the root noise's earlier alpha (0.3)
 # ended seed 0 at +1.41: a seed's outcome still moves by several points. At half the

@@ -96,6 +96,20 @@ def test_priorities_are_the_root_value_error(model):
     np.testing.assert_allclose(priorities, expected, atol=2e-4)
 
 
+def test_reward_targets_take_the_reward_bins_and_value_targets_the_value_bins(model):
+    graphdef, params = model
+    params = perturbed(params, scale=0.3)
+    batch = _batch()
+    narrow = make_model(dataclasses.replace(CFG, reward_bin_width=0.1), OBS_SHAPE, NUM_ACTIONS,
+                        seed=0)[0]  # the same parameter shapes: the supports keep their sizes
+    wide_metrics = _loss_and_grad(graphdef, params, batch, LossConfig())[0][1][0]
+    narrow_metrics = _loss_and_grad(narrow, params, batch, LossConfig())[0][1][0]
+    np.testing.assert_allclose(narrow_metrics["loss/value"], wide_metrics["loss/value"],
+                               rtol=1e-6)
+    # The same logits against other targets: rewards of +-1 fall 4 bins from 0 instead of 1.
+    assert abs(float(narrow_metrics["loss/reward"] - wide_metrics["loss/reward"])) > 0.01
+
+
 def test_masked_steps_leave_loss_and_gradient_unchanged(model):
     graphdef, params = model
     params = perturbed(params, scale=0.3)  # a zero-initialised policy head ignores its targets

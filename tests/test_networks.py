@@ -134,16 +134,21 @@ def test_value_prefix_resets_at_the_lstm_horizon():
     assert np.abs(previous_prefix).max() > 1e-3  # the check above was not trivially 0 - 0
 
 
-def test_plain_reward_mode_decodes_the_reward_logits():
-    cfg = dataclasses.replace(TINY, value_prefix=False, num_blocks=0)
+@pytest.mark.parametrize("reward_bin_width", [1.0, 0.1])
+def test_plain_reward_mode_decodes_the_reward_logits(reward_bin_width):
+    # The reward's bins have their own width; the value's stay at bin_width (1).
+    cfg = dataclasses.replace(TINY, value_prefix=False, num_blocks=0,
+                              reward_bin_width=reward_bin_width)
     graphdef, params = make_model(cfg, (7,), NUM_ACTIONS, seed=0)
     params = perturbed(params, scale=0.5)
-    _, out, _ = _root_step_and_projections(
+    root, out, _ = _root_step_and_projections(
         graphdef, params, _observations((7,)), jnp.array([1, 2], jnp.int32)
     )
-    expected = _decode(out.reward_logits, cfg.reward_support_size)
+    expected = _decode(out.reward_logits, cfg.reward_support_size, bin_width=reward_bin_width)
     np.testing.assert_allclose(out.reward, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(root.value, _decode(root.value_logits, cfg.support_size),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_same_config_gives_equal_graphdefs_and_seeded_params():
@@ -173,6 +178,7 @@ def test_scale_gradient_is_identity_forward_and_scales_backward():
         ({"num_blocks": -1}, "model.num_blocks must be >= 0"),
         ({"lstm_horizon": 0}, "model.lstm_horizon must be > 0"),
         ({"dtype": "float16"}, "model.dtype must be one of"),
+        ({"reward_bin_width": 0.0}, "model.reward_bin_width must be > 0"),
     ],
 )
 def test_config_validation_names_the_fix(overrides, message):

@@ -114,7 +114,7 @@ def compute_loss(
         reward_targets = _value_prefix_targets(reward_targets, horizon=mcfg.lstm_horizon)
     reward_ce = _cross_entropy(
         reward_logits,
-        to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.bin_width,
+        to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.reward_bin_width,
                        smoothing=mcfg.target_smoothing),
     )  # [B, K]
     reward_ce = (reward_ce * batch.reward_mask).sum(axis=1)  # [B]
