@@ -17,7 +17,7 @@ from agent.train import train
 # than missed) fails a run that misses as many balls as it catches, as n-step value
 # targets did on seed 1 (-4.25). On the same host the root noise's earlier alpha (0.3)
 # ended seed 0 at +1.41: a seed's outcome still moves by several points. At half the
-# budget the seeds were at -5.5 to +5.25, so the test takes the whole run. CartPole
+# budget the seeds were at -3.75 to +5.25, so the test takes the whole run. CartPole
 # is learnt sooner (486 with one update per call, 500 with five, at 1250 updates), with
 # the smoke preset's Gumbel search.
 LEARN_CATCH_STEPS, CATCH_MARGIN = 8_000, 8.0

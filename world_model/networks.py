@@ -85,13 +85,11 @@ class ModelConfig:
         positive = (
             "channels", "head_channels", "head_hidden", "vector_hidden", "lstm_hidden",
             "lstm_horizon", "action_embedding_dim", "support_size", "reward_support_size",
-            "proj_hidden", "proj_out", "pred_hidden",
+            "proj_hidden", "proj_out", "pred_hidden", "bin_width", "reward_bin_width",
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be > 0")
-        if self.bin_width <= 0 or self.reward_bin_width <= 0:
-            raise ValueError("model.bin_width and model.reward_bin_width must be > 0")
         if self.target_smoothing < 0:
             raise ValueError("model.target_smoothing must be >= 0")
         if self.max_flat_image < 0:
