@@ -38,12 +38,6 @@ class ModelConfig:
     MinAtar, small grids) are flattened and take the vector path. An MLP sees every pixel
     at once where a shallow conv stack must relate distant ones through depth, and on CPU
     it trained catch 6x faster per update. 0 keeps every image on the conv path."""
-    image_profiles: bool = False
-    """Flattened images also give the MLP each row's and each column's mean (per channel).
-    A weight on a flat pixel learns only from the frames that light it; a profile's weight
-    is shared along its row or column, so where an object is (its row, its column) is
-    learnt once for every position, and relations such as "the goal is two rows up" carry
-    over between boards (docs/results/ladder_cpu.md, the grid)."""
     downsample: bool = True
     """Image stem of stride-2 convs and avg-pools that halves the image while its side is at
     least 12 px, to a latent 6-11 cells wide (EfficientZero's 96 -> 6); images under 24 px
@@ -384,10 +378,10 @@ class _ImageEncoder(nnx.Module):
 
 class _VectorEncoder(nnx.Module):
     """float [B, D_in] (or uint8 [B, H, W, C], flattened and scaled to [0, 1]) ->
-    [B, vector_hidden]; `profiles` appends an image's row and column means."""
+    [B, vector_hidden]."""
 
-    def __init__(self, in_features: int, cfg: ModelConfig, *, scale: float = 1.0,
-                 profiles: bool = False, dtype, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, cfg: ModelConfig, *, scale: float = 1.0, dtype,
+                 rngs: nnx.Rngs):
         width = cfg.vector_hidden
         self.stem = nnx.Sequential(
             _linear(in_features, width, dtype=dtype, rngs=rngs),
@@ -396,17 +390,11 @@ class _VectorEncoder(nnx.Module):
         )
         self.blocks = _blocks(width, cfg, spatial=False, dtype=dtype, rngs=rngs)
         self.scale = scale
-        self.profiles = profiles
         self.dtype = dtype
 
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.astype(self.dtype) * self.scale  # [B, *obs_shape]
-        flat = x.reshape(x.shape[0], -1)  # [B, D_in]
-        if self.profiles:
-            rows, cols = x.mean(axis=2), x.mean(axis=1)  # [B, H, C], [B, W, C]
-            flat = jnp.concatenate([flat, rows.reshape(flat.shape[0], -1),
-                                    cols.reshape(flat.shape[0], -1)], axis=-1)
-        return self.blocks(self.stem(flat))
+        x = obs.reshape(obs.shape[0], -1).astype(self.dtype) * self.scale  # [B, D_in]
+        return self.blocks(self.stem(x))
 
 
 class _Dynamics(nnx.Module):
@@ -587,12 +575,8 @@ class _WorldModel(nnx.Module):
         spatial = image and math.prod(obs_shape) > cfg.max_flat_image
         if image and not spatial:
             latent_shape = (cfg.vector_hidden,)
-            rows, cols, channels = obs_shape
-            profiles = (rows + cols) * channels if cfg.image_profiles else 0
-            self.encoder = _VectorEncoder(
-                math.prod(obs_shape) + profiles, cfg, scale=1 / 255,
-                profiles=cfg.image_profiles, dtype=dtype, rngs=rngs,
-            )  # fmt: skip
+            self.encoder = _VectorEncoder(math.prod(obs_shape), cfg, scale=1 / 255,
+                                          dtype=dtype, rngs=rngs)
         elif spatial:
             height, width, in_ch = obs_shape
             halvings = _halvings(min(height, width)) if cfg.downsample else 0
