@@ -5,9 +5,9 @@ target network (EfficientZero).
   a `1 - reanalyze_fraction` share of samples keeps the policy stored when acting (for
   Box actions, a policy is weights over sampled arms, which travel with it);
 - value targets: n-step returns bootstrapped from the target network's value of the
-  observation n steps ahead (or, as an option, from the search's value there, MuZero
-  Reanalyse), with the horizon shortened for old data (off-policy correction) or, as an
-  option, EfficientZero-V2's mixed target;
+  observation n steps ahead (or, as options, from the search's value there, MuZero
+  Reanalyse, or from its best action's Q-value), with the horizon shortened for old data
+  (off-policy correction) or, as an option, EfficientZero-V2's mixed target;
 - reward targets: the real rewards, clipped; past a terminal all targets are the
   absorbing state's zeros and the step is masked for policy and consistency. Past a cut
   (a time limit, or the run stopped) the episode went on unrecorded: value and reward
@@ -97,9 +97,9 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     batch_size, span = steps.shape
     out = initial_inference(graphdef, target_params, obs.reshape(-1, *obs.shape[2:]))
     out = jax.tree.map(lambda x: x.reshape(batch_size, span, *x.shape[1:]), out)
-    # `search` bootstraps from the search value, so the search runs on every step of the
+    # `search` and `greedy` bootstrap from the search, so it runs on every step of the
     # window; otherwise only on the unroll's roots (steps 0..K).
-    search_value = t.value_target == "search"
+    search_value = t.value_target in ("search", "greedy")
     searched = span if search_value else unroll + 1
     search_rng, choose_rng = jax.random.split(rng)
     root_rng, search_rng = jax.random.split(search_rng) if continuous else (None, search_rng)
@@ -110,7 +110,11 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
                        recurrent_fn,
                        **plan_kwargs(cfg.search, greedy=False, continuous=continuous))
     ahead = jnp.arange(unroll + 1)[None, :] + horizon[:, None]  # [B, K+1]
-    step_values = plan.root_value.reshape(batch_size, span) if search_value else out.value
+    if search_value:
+        searched_value = plan.greedy_value if t.value_target == "greedy" else plan.root_value
+        step_values = searched_value.reshape(batch_size, span)
+    else:
+        step_values = out.value
     # step_values [B, K+td+1]
     bootstrap = jnp.take_along_axis(step_values, ahead, axis=1)
     values = nstep_values(rewards, alive, bootstrap, horizon, unroll=unroll, td_steps=td,

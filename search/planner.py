@@ -37,6 +37,8 @@ class PlanOutput:
       visit distribution (MuZero); the policy target. Invalid actions get zero.
       Box actions: `[B, K]`, over the root's arms.
     root_value: `[B]` the search value at the root.
+    greedy_value: `[B]` the largest Q-value among the root's visited actions: the
+      value of taking the search's best action, then following its estimates.
     network_value: `[B]` the network's raw value at the root.
     arms: Box actions only: `[B, K, D]` the root's arms (pre-tanh); else None.
     """
@@ -44,6 +46,7 @@ class PlanOutput:
     action: chex.Array
     action_weights: chex.Array
     root_value: chex.Array
+    greedy_value: chex.Array
     network_value: chex.Array
     arms: chex.Array | None = None
 
@@ -244,10 +247,13 @@ def plan(
     if isinstance(root.embedding, SampledEmbedding):
         arms = root.embedding.arms  # [B, K, D]
         action = gaussian.squash(jnp.take_along_axis(arms, action[:, None, None], axis=1)[:, 0])
+    summary = out.search_tree.summary()
+    visited = summary.visit_counts > 0  # [B, A]; every search visits at least one action
     return PlanOutput(
         action=action,
         action_weights=out.action_weights,
-        root_value=out.search_tree.summary().value,
+        root_value=summary.value,
+        greedy_value=jnp.max(jnp.where(visited, summary.qvalues, -jnp.inf), axis=-1),
         network_value=root.value,
         arms=arms,
     )

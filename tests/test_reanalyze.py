@@ -164,16 +164,20 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
                                np.asarray(policy), atol=1e-5)
 
 
-def test_search_value_target_bootstraps_from_the_search_value():
+@pytest.mark.parametrize("value_target", ["search", "greedy"])
+def test_search_value_targets_bootstrap_from_the_search(value_target):
     """`value_target="search"`: the bootstrap is the root value of the same reanalysis
-    search, run over every step of the window (roots first, then the steps past them)."""
-    w = _window_setup("search", search_kind="muzero")
+    search, run over every step of the window (roots first, then the steps past them);
+    `"greedy"`: the largest Q-value among the actions that search visited."""
+    w = _window_setup(value_target, search_kind="muzero")
     rows, times = w.rows, w.times
     span = UNROLL + TD + 1
     window = jnp.stack([w.observation(row, time + j) for row, time in
                         zip(rows.tolist(), times.tolist(), strict=True) for j in range(span)])
     plan = _search(w, window)
-    values = np.asarray(plan.root_value).reshape(4, span)
+    values = np.asarray(plan.root_value if value_target == "search" else plan.greedy_value)
+    values = values.reshape(4, span)
+    assert not np.allclose(plan.root_value, plan.greedy_value)
     assert np.ptp(values) > 0.1  # the perturbed model values the steps differently
     ages = (STEPS - 1 - times) * NUM_ENVS
     horizons = td_horizon(ages, td_steps=TD, env_steps=w.cfg.train.env_steps, correct=True)

@@ -134,11 +134,15 @@ _MUZERO_VISITS = np.array(
         [1, 3, 25, 3],
     ]
 )
+# The greedy value is Q(root, 2) = 0.9 v(state 1), where state 1's value averages its
+# network value 0 and the reward 1 of each later visit: 0.9 (n - 1) / n after n visits
+# to action 2 (6 for Gumbel here; MuZero's from its visit counts).
 _GOLDEN = [
     (
         dict(kind="gumbel", gumbel_scale=0.0),
         [0.003120208, 0.076546617, 0.843786657, 0.076546617],
         [0.14705883] * 8,
+        [0.9 * 5 / 6] * 8,
     ),
     (
         dict(kind="muzero", temperature=0.0, dirichlet_fraction=0.0),
@@ -153,20 +157,22 @@ _GOLDEN = [
             0.40606064,
             0.62424237,
         ],
+        0.9 * (_MUZERO_VISITS[:, 2] - 1) / _MUZERO_VISITS[:, 2],
     ),
     (
         dict(kind="muzero", temperature=0.0, dirichlet_fraction=0.0, qtransform="minmax"),
         [0.03125, 0.09375, 0.78125, 0.09375],
         [0.62424231] * 8,
+        [0.9 * 24 / 25] * 8,
     ),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "weights", "root_value"), _GOLDEN)
-def test_golden_search_finds_delayed_reward(kwargs, weights, root_value):
+@pytest.mark.parametrize(("kwargs", "weights", "root_value", "greedy_value"), _GOLDEN)
+def test_golden_search_finds_delayed_reward(kwargs, weights, root_value, greedy_value):
     states = jnp.zeros(8, jnp.int32)
     out = _plan_tables(_golden_params(), _key(0), states, **kwargs)
-    chex.assert_shape([out.action, out.root_value, out.network_value], (8,))
+    chex.assert_shape([out.action, out.root_value, out.greedy_value, out.network_value], (8,))
     chex.assert_shape(out.action_weights, (8, 4))
     assert out.action.dtype == jnp.int32
     np.testing.assert_array_equal(out.action, np.full(8, 2))
@@ -177,6 +183,7 @@ def test_golden_search_finds_delayed_reward(kwargs, weights, root_value):
         out.action_weights, np.broadcast_to(weights, (8, 4)), rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(out.root_value, root_value, rtol=1e-5)
+    np.testing.assert_allclose(out.greedy_value, greedy_value, rtol=1e-5)
     np.testing.assert_array_equal(out.network_value, np.zeros(8))
     if kwargs["kind"] == "gumbel":  # Without Gumbel noise the search is deterministic.
         again = _plan_tables(_golden_params(), _key(1), states, **kwargs)
@@ -507,7 +514,7 @@ def test_plan_end_to_end_under_jit(model, kind, qtransform, request):
     assert act._cache_size() == 1
 
     chex.assert_shape(out.action_weights, (4, num_actions))
-    chex.assert_shape([out.action, out.root_value, out.network_value], (4,))
+    chex.assert_shape([out.action, out.root_value, out.greedy_value, out.network_value], (4,))
     chex.assert_tree_all_finite(out)
     assert np.all(np.asarray(out.action) != 0)
     np.testing.assert_array_equal(out.action_weights[:, 0], 0)
