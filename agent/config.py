@@ -134,10 +134,10 @@ class TrainConfig:
     value_target: Literal["nstep", "search", "greedy", "mixed"] = "nstep"
     """`nstep`: n-step return bootstrapped from the target network's value; `search`:
     bootstrapped from the reanalysis search's root value instead (MuZero Reanalyse; the
-    search then also runs on the bootstrap steps); `greedy`: from the largest Q-value among
-    the actions that search visited (the search's best action, not its average over the
-    explored ones); `mixed` (EfficientZero-V2): the stored search value replaces the
-    n-step return for data older than `mixed_value_age`."""
+    search then also runs on the bootstrap steps); `greedy`: from the Q-value of the action
+    that search would take greedily (the most visited, ties to the higher Q), not its
+    average over the actions it explored; `mixed` (EfficientZero-V2): the stored search
+    value replaces the n-step return for data older than `mixed_value_age`."""
     mixed_value_age: int = 20_000
     """Age in transitions beyond which `mixed` uses the stored search value."""
     offpolicy_correction: bool = True

@@ -6,7 +6,7 @@ target network (EfficientZero).
   Box actions, a policy is weights over sampled arms, which travel with it);
 - value targets: n-step returns bootstrapped from the target network's value of the
   observation n steps ahead (or, as options, from the search's value there, MuZero
-  Reanalyse, or from its best action's Q-value), with the horizon shortened for old data
+  Reanalyse, or from the Q-value of its greedy action), with the horizon shortened for old data
   (off-policy correction) or, as an option, EfficientZero-V2's mixed target;
 - reward targets: the real rewards, clipped; past a terminal all targets are the
   absorbing state's zeros and the step is masked for policy and consistency. Past a cut

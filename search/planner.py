@@ -37,8 +37,9 @@ class PlanOutput:
       visit distribution (MuZero); the policy target. Invalid actions get zero.
       Box actions: `[B, K]`, over the root's arms.
     root_value: `[B]` the search value at the root.
-    greedy_value: `[B]` the largest Q-value among the root's visited actions: the
-      value of taking the search's best action, then following its estimates.
+    greedy_value: `[B]` the Q-value of the action a greedy search takes (the most
+      visited, ties to the higher Q): the value of acting on the search, where
+      root_value also averages in the actions it explored.
     network_value: `[B]` the network's raw value at the root.
     arms: Box actions only: `[B, K, D]` the root's arms (pre-tanh); else None.
     """
@@ -248,12 +249,12 @@ def plan(
         arms = root.embedding.arms  # [B, K, D]
         action = gaussian.squash(jnp.take_along_axis(arms, action[:, None, None], axis=1)[:, 0])
     summary = out.search_tree.summary()
-    visited = summary.visit_counts > 0  # [B, A]; every search visits at least one action
+    greedy = _greedy_action(summary.visit_counts, summary.qvalues)  # [B]
     return PlanOutput(
         action=action,
         action_weights=out.action_weights,
         root_value=summary.value,
-        greedy_value=jnp.max(jnp.where(visited, summary.qvalues, -jnp.inf), axis=-1),
+        greedy_value=jnp.take_along_axis(summary.qvalues, greedy[:, None], axis=-1)[:, 0],
         network_value=root.value,
         arms=arms,
     )
@@ -274,6 +275,11 @@ def _act_on_visits(rng, visit_counts, qvalues, temperature):
         temperature, jnp.finfo(log_visits.dtype).tiny
     )
     sampled = jax.random.categorical(rng, logits).astype(jnp.int32)
-    most_visited = visit_counts == jnp.max(visit_counts, axis=-1, keepdims=True)  # [B, A]
-    greedy = jnp.argmax(jnp.where(most_visited, qvalues, -jnp.inf), axis=-1).astype(jnp.int32)
+    greedy = _greedy_action(visit_counts, qvalues)
     return jnp.where(jnp.asarray(temperature) == 0, greedy, sampled)
+
+
+def _greedy_action(visit_counts, qvalues):
+    """`[B]` int32: the most visited action, ties to the highest Q."""
+    most_visited = visit_counts == jnp.max(visit_counts, axis=-1, keepdims=True)  # [B, A]
+    return jnp.argmax(jnp.where(most_visited, qvalues, -jnp.inf), axis=-1).astype(jnp.int32)

@@ -168,7 +168,7 @@ def test_make_batch_targets_match_a_direct_computation_per_sample():
 def test_search_value_targets_bootstrap_from_the_search(value_target):
     """`value_target="search"`: the bootstrap is the root value of the same reanalysis
     search, run over every step of the window (roots first, then the steps past them);
-    `"greedy"`: the largest Q-value among the actions that search visited."""
+    `"greedy"`: the Q-value of the action that search would take greedily."""
     w = _window_setup(value_target, search_kind="muzero")
     rows, times = w.rows, w.times
     span = UNROLL + TD + 1

@@ -134,9 +134,9 @@ _MUZERO_VISITS = np.array(
         [1, 3, 25, 3],
     ]
 )
-# The greedy value is Q(root, 2) = 0.9 v(state 1), where state 1's value averages its
-# network value 0 and the reward 1 of each later visit: 0.9 (n - 1) / n after n visits
-# to action 2 (6 for Gumbel here; MuZero's from its visit counts).
+# The greedy value is Q(root, 2), the most visited action: 0.9 v(state 1), where state
+# 1's value averages its network value 0 and the reward 1 of each later visit: 0.9 (n - 1)
+# / n after n visits to action 2 (6 for Gumbel here; MuZero's from its visit counts).
 _GOLDEN = [
     (
         dict(kind="gumbel", gumbel_scale=0.0),
