@@ -28,10 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from examples.grid_env import SIZE, Grid  # noqa: E402
 
 
-def _one_hots(*indices: int) -> np.ndarray:
-    """One block of SIZE values per index, each one-hot."""
-    out = np.zeros((len(indices), SIZE), np.float32)  # [K, SIZE]
-    out[np.arange(len(indices)), indices] = 1.0
+def _axes(grid: Grid) -> np.ndarray:
+    """[4 * SIZE]: agent row, agent column, goal row, goal column, each one-hot."""
+    out = np.zeros((4, SIZE), np.float32)  # [4, SIZE]
+    out[np.arange(4), [*grid._agent, *grid._goal]] = 1.0
+    return out.reshape(-1)
+
+
+def _cells(grid: Grid) -> np.ndarray:
+    """[2 * SIZE * SIZE]: agent cell, goal cell, each one-hot over the cells."""
+    out = np.zeros((2, SIZE * SIZE), np.float32)  # [2, 36] agent, goal
+    out[0, grid._agent[0] * SIZE + grid._agent[1]] = 1.0
+    out[1, grid._goal[0] * SIZE + grid._goal[1]] = 1.0
     return out.reshape(-1)
 
 
@@ -43,7 +51,7 @@ class GridAxes(Grid):
         self.observation_space = spaces.Box(0, 1, (4 * SIZE,), np.float32)
 
     def _image(self) -> np.ndarray:
-        return _one_hots(*self._agent, *self._goal)
+        return _axes(self)
 
 
 class GridCells(Grid):
@@ -54,10 +62,7 @@ class GridCells(Grid):
         self.observation_space = spaces.Box(0, 1, (2 * SIZE * SIZE,), np.float32)
 
     def _image(self) -> np.ndarray:
-        cells = np.zeros((2, SIZE * SIZE), np.float32)  # [2, 36] agent, goal
-        cells[0, self._agent[0] * SIZE + self._agent[1]] = 1.0
-        cells[1, self._goal[0] * SIZE + self._goal[1]] = 1.0
-        return cells.reshape(-1)
+        return _cells(self)
 
 
 class GridAxesCells(Grid):
@@ -68,4 +73,4 @@ class GridAxesCells(Grid):
         self.observation_space = spaces.Box(0, 1, (4 * SIZE + 2 * SIZE * SIZE,), np.float32)
 
     def _image(self) -> np.ndarray:
-        return np.concatenate([GridAxes._image(self), GridCells._image(self)])
+        return np.concatenate([_axes(self), _cells(self)])

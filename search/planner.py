@@ -225,7 +225,6 @@ def plan(
             gumbel_scale=gumbel_scale,
             qtransform=transform,
         )
-        action = out.action  # [B]
     else:
         rng, act_rng = jax.random.split(rng)
         out = mctx.muzero_policy(
@@ -242,13 +241,15 @@ def plan(
             pb_c_init=pb_c_init,
             pb_c_base=pb_c_base,
         )
-        summary = out.search_tree.summary()
+    summary = out.search_tree.summary()
+    if kind == "gumbel":
+        action = out.action  # [B]
+    else:
         action = _act_on_visits(act_rng, summary.visit_counts, summary.qvalues, temperature)
     arms = None
     if isinstance(root.embedding, SampledEmbedding):
         arms = root.embedding.arms  # [B, K, D]
         action = gaussian.squash(jnp.take_along_axis(arms, action[:, None, None], axis=1)[:, 0])
-    summary = out.search_tree.summary()
     greedy = _greedy_action(summary.visit_counts, summary.qvalues)  # [B]
     return PlanOutput(
         action=action,
