@@ -16,7 +16,7 @@ from world_model import (
     project,
     recurrent_inference,
 )
-from world_model.networks import _scale_gradient
+from world_model.networks import _Keypoints, _scale_gradient
 
 TINY = ModelConfig(
     channels=8, num_blocks=1, head_channels=4, head_hidden=8, vector_hidden=16,
@@ -56,10 +56,12 @@ def _observations(obs_shape, seed=0):
         ((48, 48, 3), {}, (6, 6, 8)),
         ((10, 10, 4), {"downsample": False, "action_embedding": True}, (10, 10, 8)),
         ((10, 10, 4), {"max_flat_image": 400}, (16,)),
+        ((48, 48, 3), {"max_flat_image": 8192, "keypoints": 4}, (16,)),
         ((7,), {"value_prefix": False, "num_blocks": 0}, (16,)),
         ((7,), {"dtype": "bfloat16", "action_embedding": True}, (16,)),
     ],
     ids=["image-96-downsample", "image-48-downsample", "image-10-embedding", "image-10-flat",
+         "image-48-keypoints",
          "vector-reward", "vector-bf16"],
 )
 def test_inference_shapes_dtypes_and_latent_range(obs_shape, overrides, latent_shape):
@@ -191,3 +193,21 @@ def test_make_model_rejects_bad_shapes():
         make_model(TINY, (4, 4), NUM_ACTIONS, seed=0)
     with pytest.raises(ValueError, match="num_actions"):
         make_model(TINY, (7,), 0, seed=0)
+
+
+@pytest.mark.parametrize(("side", "positions"), [(10, 10), (48, 24)])
+def test_keypoints_move_with_their_object_along_its_axis_only(side, positions):
+    """An object moved along a row moves every keypoint's column, never its row (the frame
+    around it is uniform), and the stem halves frames from 24 px up."""
+    from flax import nnx
+
+    keypoints = _Keypoints((side, side, 3), 4, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    frames = np.zeros((2, side, side, 3), np.uint8)
+    row, col = side // 2, side // 3  # away from the edges; moved by one stride
+    stride = side // positions
+    frames[0, row : row + stride, col : col + stride] = (255, 200, 0)
+    frames[1, row : row + stride, col + stride : col + 2 * stride] = (255, 200, 0)
+    out = np.asarray(jax.jit(keypoints)(jnp.asarray(frames)))  # [2, 2K] rows, then columns
+    assert out.shape == (2, 8) and np.abs(out).max() <= 1.0
+    np.testing.assert_allclose(out[0, :4], out[1, :4], atol=1e-6)  # rows stay
+    assert np.all(np.abs(out[0, 4:] - out[1, 4:]) > 1e-4)  # every column moves

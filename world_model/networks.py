@@ -35,9 +35,17 @@ class ModelConfig:
     """Residual blocks in each of representation, dynamics and prediction."""
     max_flat_image: int = 8192
     """Images of at most this many values (H x W x C, stacked frames included: catch,
-    MinAtar, small grids) are flattened and take the vector path. An MLP sees every pixel
-    at once where a shallow conv stack must relate distant ones through depth, and on CPU
-    it trained catch 6x faster per update. 0 keeps every image on the conv path."""
+    MinAtar, small grids) take the vector path: as `keypoints`, or flattened. An MLP sees
+    the whole frame at once where a shallow conv stack must relate distant things through
+    depth, and on CPU it trained catch 6x faster per update. 0 keeps every image on the
+    conv path."""
+    keypoints: int = 0
+    """Images on the vector path enter the MLP as this many keypoints instead of their
+    pixels: the channels of a small conv net, each turned by a softmax over the frame into
+    the expected row and column where it fires (the spatial soft-argmax of Levine et al.,
+    2016). A flattened pixel has weights of its own, so what the MLP learns about an object
+    in one place says nothing about the next; a keypoint is the object's position as two
+    numbers, the same inputs wherever it is. 0: the pixels, flattened."""
     downsample: bool = True
     """Image stem of stride-2 convs and avg-pools that halves the image while its side is at
     least 12 px, to a latent 6-11 cells wide (EfficientZero's 96 -> 6); images under 24 px
@@ -94,6 +102,8 @@ class ModelConfig:
             raise ValueError("model.target_smoothing must be >= 0")
         if self.max_flat_image < 0:
             raise ValueError("model.max_flat_image must be >= 0")
+        if self.keypoints < 0:
+            raise ValueError("model.keypoints must be >= 0")
         if self.num_blocks < 0:
             raise ValueError("model.num_blocks must be >= 0")
         if self.downsample and self.channels % 2:
@@ -376,24 +386,55 @@ class _ImageEncoder(nnx.Module):
         return self.blocks(self.stem(x))
 
 
-class _VectorEncoder(nnx.Module):
-    """float [B, D_in] (or uint8 [B, H, W, C], flattened and scaled to [0, 1]) ->
-    [B, vector_hidden]."""
+class _Keypoints(nnx.Module):
+    """uint8 [B, H, W, C] -> [B, 2K] float: K keypoints' rows, then columns, in [-1, 1].
 
-    def __init__(self, in_features: int, cfg: ModelConfig, *, scale: float = 1.0, dtype,
-                 rngs: nnx.Rngs):
+    3x3 conv (stride 2 from 24 px up) - LN - relu - 1x1 conv: the relu lets a channel pick
+    one shade out of several (catch's ball 255 and paddle 128 in one channel), which a
+    linear map's softmax cannot."""
+
+    def __init__(self, image_shape: tuple[int, int, int], count: int, *, dtype, rngs):
+        stride = 2 if min(image_shape[:2]) >= 24 else 1
+        self.conv1 = _conv(image_shape[-1], count, stride=stride, dtype=dtype, rngs=rngs)
+        self.norm = _norm(count, dtype=dtype, rngs=rngs)
+        self.conv2 = _conv(count, count, kernel=1, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.astype(self.dtype) / 255.0  # [B, H, W, C] in [0, 1]
+        logits = self.conv2(jax.nn.relu(self.norm(self.conv1(x)))).astype(jnp.float32)
+        batch, height, width, count = logits.shape  # [B, h, w, K]
+        probs = jax.nn.softmax(logits.reshape(batch, height * width, count), axis=1)
+        probs = probs.reshape(logits.shape)  # each channel sums to 1 over the frame
+        rows = jnp.einsum("bhwk,h->bk", probs, jnp.linspace(-1.0, 1.0, height))  # [B, K]
+        cols = jnp.einsum("bhwk,w->bk", probs, jnp.linspace(-1.0, 1.0, width))  # [B, K]
+        return jnp.concatenate([rows, cols], axis=-1).astype(self.dtype)
+
+
+class _VectorEncoder(nnx.Module):
+    """float [B, D] or uint8 [B, H, W, C] -> [B, vector_hidden]; images enter as
+    `cfg.keypoints` keypoints, or flattened and scaled to [0, 1]."""
+
+    def __init__(self, obs_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
         width = cfg.vector_hidden
+        image = len(obs_shape) == 3
+        self.keypoints = (_Keypoints(obs_shape, cfg.keypoints, dtype=dtype, rngs=rngs)
+                          if image and cfg.keypoints else None)
+        in_features = 2 * cfg.keypoints if self.keypoints else math.prod(obs_shape)
         self.stem = nnx.Sequential(
             _linear(in_features, width, dtype=dtype, rngs=rngs),
             _norm(width, dtype=dtype, rngs=rngs),
             jax.nn.relu,
         )
         self.blocks = _blocks(width, cfg, spatial=False, dtype=dtype, rngs=rngs)
-        self.scale = scale
+        self.scale = 1 / 255 if image else 1.0
         self.dtype = dtype
 
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.reshape(obs.shape[0], -1).astype(self.dtype) * self.scale  # [B, D_in]
+        if self.keypoints is not None:
+            x = self.keypoints(obs)  # [B, 2K]
+        else:
+            x = obs.reshape(obs.shape[0], -1).astype(self.dtype) * self.scale  # [B, D_in]
         return self.blocks(self.stem(x))
 
 
@@ -573,11 +614,7 @@ class _WorldModel(nnx.Module):
         dtype = _DTYPES[cfg.dtype]
         image = len(obs_shape) == 3
         spatial = image and math.prod(obs_shape) > cfg.max_flat_image
-        if image and not spatial:
-            latent_shape = (cfg.vector_hidden,)
-            self.encoder = _VectorEncoder(math.prod(obs_shape), cfg, scale=1 / 255,
-                                          dtype=dtype, rngs=rngs)
-        elif spatial:
+        if spatial:
             height, width, in_ch = obs_shape
             halvings = _halvings(min(height, width)) if cfg.downsample else 0
             height, width = (math.ceil(n / 2**halvings) for n in (height, width))
@@ -585,7 +622,7 @@ class _WorldModel(nnx.Module):
             self.encoder = _ImageEncoder(in_ch, cfg, halvings=halvings, dtype=dtype, rngs=rngs)
         else:
             latent_shape = (cfg.vector_hidden,)
-            self.encoder = _VectorEncoder(obs_shape[0], cfg, dtype=dtype, rngs=rngs)
+            self.encoder = _VectorEncoder(obs_shape, cfg, dtype=dtype, rngs=rngs)
         width = latent_shape[-1]
         self.dynamics_net = _Dynamics(
             width, num_actions, action_dim, cfg, spatial=spatial, dtype=dtype, rngs=rngs
