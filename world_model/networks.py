@@ -389,9 +389,10 @@ class _ImageEncoder(nnx.Module):
 class _Keypoints(nnx.Module):
     """uint8 [B, H, W, C] -> [B, 2K] float: K keypoints' rows, then columns, in [-1, 1].
 
-    3x3 conv (stride 2 from 24 px up) - LN - relu - 1x1 conv: the relu lets a channel pick
-    one shade out of several (catch's ball 255 and paddle 128 in one channel), which a
-    linear map's softmax cannot."""
+    3x3 conv - LN - relu - 1x1 conv: the relu lets a channel pick one shade out of several
+    (catch's ball 255 and paddle 128 in one channel), which a linear map's softmax cannot.
+    From 24 px up the first conv has stride 2, a quarter of the cost: an expected position
+    still falls between the conv's positions."""
 
     def __init__(self, image_shape: tuple[int, int, int], count: int, *, dtype, rngs):
         stride = 2 if min(image_shape[:2]) >= 24 else 1
@@ -420,7 +421,7 @@ class _VectorEncoder(nnx.Module):
         image = len(obs_shape) == 3
         self.keypoints = (_Keypoints(obs_shape, cfg.keypoints, dtype=dtype, rngs=rngs)
                           if image and cfg.keypoints else None)
-        in_features = 2 * cfg.keypoints if self.keypoints else math.prod(obs_shape)
+        in_features = 2 * cfg.keypoints if self.keypoints is not None else math.prod(obs_shape)
         self.stem = nnx.Sequential(
             _linear(in_features, width, dtype=dtype, rngs=rngs),
             _norm(width, dtype=dtype, rngs=rngs),
