@@ -262,8 +262,9 @@ def quickstart() -> Config:
             reward_support_size=25, reward_bin_width=0.1, proj_hidden=128, proj_out=128,
             pred_hidden=64,
         ),
-        # pUCT for Discrete actions: Gumbel x 8 learns catch too, but less
-        # (docs/results/ladder_cpu.md); Gumbel for Box actions.
+        # pUCT for Discrete actions: Gumbel x 4 and x 8 solve catch as well (5/5 seeds) but
+        # Gumbel x 8 CartPole-v1 on 3 of 5 against pUCT's 4 (docs/results/ladder_cpu.md);
+        # Gumbel for Box actions.
         search=SearchConfig(kind="auto", num_simulations=8, dirichlet_alpha=1.0),
         replay=ReplayConfig(capacity=20_000),
         optim=OptimConfig(optimizer="adamw", learning_rate=2e-3, weight_decay=0.0),

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from model_params import perturbed
 
 from world_model import (
@@ -199,8 +200,6 @@ def test_make_model_rejects_bad_shapes():
 def test_keypoints_move_with_their_object_along_its_axis_only(side, positions):
     """An object moved along a row moves every keypoint's column, never its row (the frame
     around it is uniform), and the stem halves frames from 24 px up."""
-    from flax import nnx
-
     keypoints = _Keypoints((side, side, 3), 4, dtype=jnp.float32, rngs=nnx.Rngs(0))
     frames = np.zeros((2, side, side, 3), np.uint8)
     row, col = side // 2, side // 3  # away from the edges; moved by one stride
