@@ -58,7 +58,8 @@ def search_values(cfg, graphdef, params, trajectories, discount: float,
 
 
 def replay_terminals(run_dir: Path, cfg, edge_dim: int, edge: float) -> None:
-    _, _, _, state, replay = build(cfg)
+    env, _, _, state, replay = build(cfg)
+    env.close()
     checkpointer = checkpoint_lib.Checkpointer(run_dir, read_only=True)
     state, replay, _ = checkpointer.restore(state=state, replay=replay)
     checkpointer.close()
