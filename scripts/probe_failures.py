@@ -29,13 +29,18 @@ from agent.evaluate import load_run, run_episodes
 from agent.train import build
 
 
+def discounted_steps(steps, discount: float):
+    """The return of `steps` more rewards of 1; `np.inf` steps: 1 / (1 - discount)."""
+    return (1 - discount**steps) / (1 - discount)
+
+
 def lost_episodes(trajectories, discount: float, time_limit: int) -> None:
     for t in trajectories:
         n = len(t.obs)
         if n >= time_limit:
             continue
         before = {k: t.values[n - k] for k in (50, 10) if n >= k}
-        left = {k: (1 - discount**k) / (1 - discount) for k in before}
+        left = {k: discounted_steps(k, discount) for k in before}
         values = ", ".join(f"{v:.1f} {k} steps before (true {left[k]:.1f})"
                            for k, v in before.items())
         print(f"  lost after {n} steps, last obs [{', '.join(f'{x:+.2f}' for x in t.obs[-1])}]: "
@@ -45,16 +50,14 @@ def lost_episodes(trajectories, discount: float, time_limit: int) -> None:
 def search_values(cfg, graphdef, params, trajectories, discount: float,
                   time_limit: int) -> None:
     obs = np.concatenate([t.obs for t in trajectories])
-    returns = []
-    for t in trajectories:
-        steps_left = np.arange(len(t.obs), 0, -1)
-        returns.append((1 - discount**steps_left) / (1 - discount) if len(t.obs) < time_limit
-                       else np.full(len(t.obs), 1 / (1 - discount)))
+    # An episode cut by the time limit goes on: every state has an endless return left.
+    steps_left = [np.arange(len(t.obs), 0, -1) if len(t.obs) < time_limit
+                  else np.full(len(t.obs), np.inf) for t in trajectories]
     act = make_act(graphdef, cfg.search, discount=discount, greedy=False)
     plan = jax.device_get(act(params, jax.random.key(0), obs, 1.0))
     print(f"  at their {len(obs)} states: search root value {plan.root_value.mean():.1f}, "
           f"greedy Q {plan.greedy_value.mean():.1f}, network {plan.network_value.mean():.1f}; "
-          f"true {np.concatenate(returns).mean():.1f}")
+          f"true {discounted_steps(np.concatenate(steps_left), discount).mean():.1f}")
 
 
 def replay_terminals(run_dir: Path, cfg, edge_dim: int, edge: float) -> None:
