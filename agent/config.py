@@ -28,6 +28,8 @@ class EnvConfig:
     """Environments stepped in parallel; acting searches them as one batch."""
     image_size: int = 96
     """Square size Atari frames (and larger custom images) are resized to."""
+    grayscale: bool = False
+    """Atari only: one luminance channel a frame instead of RGB (ALE's own conversion)."""
     frame_stack: int = 4
     """Frames stacked into one observation (image envs; vector envs use 1)."""
     noop_max: int = 30
@@ -41,7 +43,8 @@ class EnvConfig:
     def keywords(self) -> dict:
         """The `agent.envs.make_env` keywords these settings give (all but the name,
         num_envs, seed and mode)."""
-        return dict(image_size=self.image_size, frame_stack=self.frame_stack,
+        return dict(image_size=self.image_size, grayscale=self.grayscale,
+                    frame_stack=self.frame_stack,
                     noop_max=self.noop_max, max_episode_frames=self.max_episode_frames,
                     action_repeat=self.action_repeat)
 
@@ -201,6 +204,42 @@ def atari100k() -> Config:
     )
 
 
+def atari100k_cpu() -> Config:
+    """The Atari-100k protocol on a 2-core CPU: about 1.3 h a game (docs/results/atari100k_cpu.md).
+
+    The benchmark is EfficientZero's (the env wrapper, 100k agent steps, raw scores in
+    evaluation); the agent is the quickstart's, sized for CPU-seconds. Each value below was
+    timed with `scripts/bench_train.py --preset atari100k-cpu -- FLAGS`:
+    - 64 x 64 grayscale frames, stack 4 (a ninth of 96 x 96 RGB's values).
+    - The frames enter the MLP as 16 keypoints (`model.keypoints`), as small images do in
+      the quickstart: 3.3 updates/s at batch 64 against 0.9 with the conv stem (32
+      channels, 8 x 8 latent) and 1.6 with that stem on 48 x 48 frames.
+    - Gumbel search, 8 simulations over at most 8 root actions: pUCT's visit counts at 8
+      simulations say little over 18 actions; Gumbel's improved policy needs no visits on
+      every action.
+    - One update per 4 env steps (25k updates) at batch 32 (5.6 updates/s), EfficientZero's
+      5-step value targets, the target network refreshed every 100 updates, DrQ's shifts.
+    - 32 final evaluation episodes (EfficientZero's count), 16 at a time.
+    """
+    base = quickstart()
+    return dataclasses.replace(
+        base,
+        preset="atari100k-cpu",
+        env=EnvConfig(name="pong", num_envs=4, image_size=64, grayscale=True),
+        model=dataclasses.replace(base.model, max_flat_image=64 * 64 * 4, vector_hidden=256,
+                                  lstm_hidden=128, proj_hidden=256, proj_out=256,
+                                  pred_hidden=128),
+        search=SearchConfig(kind="gumbel", num_simulations=8, max_num_considered_actions=8),
+        replay=ReplayConfig(capacity=100_000),
+        train=dataclasses.replace(
+            base.train, env_steps=100_000, start_steps=2_000, batch_size=32, replay_ratio=0.25,
+            td_steps=5, value_target="nstep", target_update_interval=100, augment=True,
+        ),
+        log=LogConfig(log_interval=2_000, eval_interval=25_000, eval_episodes=32, eval_envs=16,
+                      checkpoint_interval=2_500),
+    )
+
+
 def smoke() -> Config:
     """The whole path at toy size: runs end to end on 2 CPU cores in seconds."""
     return Config(
@@ -309,7 +348,8 @@ def _tiny_model() -> ModelConfig:
     )
 
 
-PRESETS = {"quickstart": quickstart, "smoke": smoke, "atari100k": atari100k, "dmc": dmc}
+PRESETS = {"quickstart": quickstart, "smoke": smoke, "atari100k": atari100k,
+           "atari100k-cpu": atari100k_cpu, "dmc": dmc}
 
 
 def preset(name: str) -> Config:

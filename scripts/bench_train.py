@@ -1,7 +1,8 @@
 """Times a preset's training loop phase by phase and projects the wall time of a full run.
 
     .venv/bin/python scripts/bench_train.py --preset atari100k --env pong \
-        [--env-steps N] [--updates N] [--batch-size B] [--devices 1 2 ...] [--json PATH]
+        [--env-steps N] [--updates N] [--batch-size B] [--devices 1 2 ...] [--json PATH] \
+        [-- TRAIN FLAGS]       # e.g. -- --model.channels 16 --env.image-size 48
     XLA_FLAGS=--xla_force_host_platform_device_count=2 \
         .venv/bin/python scripts/bench_train.py --preset quickstart --devices 1 2
 
@@ -38,6 +39,7 @@ import json
 import math
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +53,7 @@ from agent import checkpoint as checkpoint_lib
 from agent import config as config_lib
 from agent import replay as replay_lib
 from agent.acting import make_act
+from agent.cli import parse_train_args
 from agent.reanalyze import make_batch
 from agent.train import (
     augment,
@@ -66,7 +69,8 @@ from agent.train import (
 # Acting steps (every env steps once) and update calls per preset when not given: enough to
 # average over, small enough to finish in minutes on a 2-core CPU (one atari100k update at
 # batch 256 takes one to two minutes there, so it gets one of each kind).
-DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 1)}
+DEFAULT_WORK = {"smoke": (200, 20), "quickstart": (100, 10), "atari100k": (32, 1),
+                "atari100k-cpu": (100, 10), "dmc": (100, 10)}
 
 ACTING_PHASES = ("acting search", "env stepping", "replay add", "host<->device copies")
 UPDATE_PHASES = ("replay sampling", "reanalysis", "augmentation", "gradient update")
@@ -127,11 +131,16 @@ def parse_args():
     parser.add_argument("--devices", type=int, nargs="+",
                         help="also time the update split over each of these device counts")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    return parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    # After a bare `--`: any `dreamzero train` flag on top of the preset (`--model.channels 16`).
+    args.overrides = argv[split + 1:]
+    return args
 
 
 def make_config(args) -> config_lib.Config:
-    cfg = config_lib.preset(args.preset)
+    cfg = parse_train_args(["--preset", args.preset, *args.overrides])
     if args.env:
         cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, name=args.env))
     if args.batch_size:

@@ -48,6 +48,18 @@ def test_atari_protocol_shapes_and_settings():
     assert json.loads(json.dumps(env.spec.to_dict()))["obs_shape"] == [96, 96, 12]
 
 
+def test_atari_grayscale_frames_have_one_channel():
+    # The atari100k-cpu preset's frames: ALE's luminance, one channel, stacked as RGB is.
+    with make_env("pong", num_envs=2, seed=0, image_size=64, grayscale=True) as env:
+        obs = env.reset()
+        step = env.step(np.zeros(2, np.int64))
+    assert obs.shape == step.obs.shape == (2, 4, 64, 64, 1) and obs.dtype == np.uint8
+    assert env.obs_shape == (64, 64, 4) and env.spec.settings["image"] == "64x64 grayscale"
+    assert np.array_equal(step.obs[:, :-1], obs[:, 1:]) and obs.max() > 0
+    with pytest.raises(EnvError, match="grayscale applies to Atari games only"):
+        resolve_spec("catch", grayscale=True)
+
+
 @pytest.mark.parametrize(
     "name, game, actions",
     [

@@ -30,19 +30,20 @@ _KINDS = ("atari", "gym", "custom", "builtin")
 _BUILTINS = ("catch",)
 
 
-def resolve_spec(name: str, *, mode: str = "train", image_size: int = 96, frame_stack: int = 4,
-                 noop_max: int = 30, max_episode_frames: int = 108_000,
-                 action_repeat: int = 1) -> EnvSpec:
+def resolve_spec(name: str, *, mode: str = "train", image_size: int = 96,
+                 grayscale: bool = False, frame_stack: int = 4, noop_max: int = 30,
+                 max_episode_frames: int = 108_000, action_repeat: int = 1) -> EnvSpec:
     """Validates ENV and the keywords (building at most one env) and returns its spec.
 
     Raises EnvError with a one-line message naming the fix.
     """
     check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
                    max_episode_frames=max_episode_frames, action_repeat=action_repeat)
-    kind, target = _parse(name, action_repeat)
+    kind, target = _parse(name, action_repeat, grayscale)
     if kind == "atari":
-        return atari.resolve(target, mode=mode, image_size=image_size, frame_stack=frame_stack,
-                             noop_max=noop_max, max_episode_frames=max_episode_frames)
+        return atari.resolve(target, mode=mode, image_size=image_size, grayscale=grayscale,
+                             frame_stack=frame_stack, noop_max=noop_max,
+                             max_episode_frames=max_episode_frames)
     if kind == "builtin":
         return catch.resolve(mode=mode, frame_stack=frame_stack,
                              max_episode_frames=max_episode_frames)
@@ -52,8 +53,8 @@ def resolve_spec(name: str, *, mode: str = "train", image_size: int = 96, frame_
 
 
 def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_size: int = 96,
-             frame_stack: int = 4, noop_max: int = 30, max_episode_frames: int = 108_000,
-             action_repeat: int = 1) -> VectorEnv:
+             grayscale: bool = False, frame_stack: int = 4, noop_max: int = 30,
+             max_episode_frames: int = 108_000, action_repeat: int = 1) -> VectorEnv:
     """Builds `num_envs` copies of ENV; copy i is seeded with seed + i at the first reset().
 
     mode="train" makes a life loss a training terminal (Step.train_terminal); "eval" does not.
@@ -67,10 +68,10 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
     check_keywords(mode=mode, image_size=image_size, frame_stack=frame_stack, noop_max=noop_max,
                    max_episode_frames=max_episode_frames, action_repeat=action_repeat)
     # Each kind reads its spec off the envs it builds: no extra env just for checking.
-    kind, target = _parse(name, action_repeat)
+    kind, target = _parse(name, action_repeat, grayscale)
     if kind == "atari":
         return atari.AtariEnv(target, num_envs=num_envs, seed=seed, mode=mode,
-                              image_size=image_size, frame_stack=frame_stack,
+                              image_size=image_size, grayscale=grayscale, frame_stack=frame_stack,
                               noop_max=noop_max, max_episode_frames=max_episode_frames)
     if kind == "builtin":
         spec = catch.resolve(mode=mode, frame_stack=frame_stack,
@@ -81,7 +82,7 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
                               max_episode_frames=max_episode_frames, action_repeat=action_repeat)
 
 
-def _parse(name: str, action_repeat: int = 1) -> tuple[str, str]:
+def _parse(name: str, action_repeat: int = 1, grayscale: bool = False) -> tuple[str, str]:
     """ENV string -> (kind, target): the ROM id, gymnasium id, `module:Attr` or builtin name."""
     _register_extras(name.removeprefix("gym:"))
     prefix, colon, rest = name.partition(":")
@@ -108,6 +109,9 @@ def _parse(name: str, action_repeat: int = 1) -> tuple[str, str]:
     if kind in ("atari", "builtin") and action_repeat != 1:
         raise EnvError(f"action_repeat {action_repeat} applies to gymnasium and custom envs; "
                        f"{name!r} keeps its own (Atari skips 4 frames by the protocol): use 1")
+    if kind != "atari" and grayscale:
+        raise EnvError(f"grayscale applies to Atari games only; {name!r} gives its own frames: "
+                       "drop --env.grayscale")
     return kind, target
 
 

@@ -1,9 +1,10 @@
 """Atari games under the Atari-100k protocol, on ale_py's threaded AtariVectorEnv.
 
 Protocol (DER / SPR / EfficientZero): frameskip 4 with a max-pool over the last two frames,
-no sticky actions, minimal action set, up to `noop_max` random no-ops at reset, RGB frames
-resized to image_size x image_size, raw rewards, no fire-reset, life loss a terminal for
-training only (the game goes on), episodes capped at `max_episode_frames` frames.
+no sticky actions, minimal action set, up to `noop_max` random no-ops at reset, RGB (or
+grayscale) frames resized to image_size x image_size, raw rewards, no fire-reset, life loss
+a terminal for training only (the game goes on), episodes capped at `max_episode_frames`
+frames.
 """
 
 from __future__ import annotations
@@ -49,14 +50,14 @@ def closest_games(name: str, *, n: int = 3) -> list[str]:
     return [keys[key] for key in ranked[:n]]
 
 
-def _ale_env(game: str, num_envs: int, *, image_size: int, noop_max: int,
+def _ale_env(game: str, num_envs: int, *, image_size: int, grayscale: bool, noop_max: int,
              max_episode_frames: int) -> AtariVectorEnv:
     return AtariVectorEnv(
         game,
         num_envs,
         img_height=image_size,
         img_width=image_size,
-        grayscale=False,
+        grayscale=grayscale,
         # ALE zero-fills a new episode's stack and keeps those zeros for the next steps; we
         # stack ourselves so that every kind starts with copies of the first frame.
         stack_num=1,
@@ -79,23 +80,24 @@ def _ale_env(game: str, num_envs: int, *, image_size: int, noop_max: int,
     )
 
 
-def resolve(game: str, *, mode: str, image_size: int, frame_stack: int, noop_max: int,
-            max_episode_frames: int) -> EnvSpec:
+def resolve(game: str, *, mode: str, image_size: int, grayscale: bool, frame_stack: int,
+            noop_max: int, max_episode_frames: int) -> EnvSpec:
     """The spec of `game`, read from a one-copy env (building one takes a few 0.1 s)."""
-    ale = _ale_env(game, 1, image_size=image_size, noop_max=noop_max,
+    ale = _ale_env(game, 1, image_size=image_size, grayscale=grayscale, noop_max=noop_max,
                    max_episode_frames=max_episode_frames)
     ale.close()
-    return _spec(ale, game, mode=mode, image_size=image_size, frame_stack=frame_stack,
-                 noop_max=noop_max, max_episode_frames=max_episode_frames)
+    return _spec(ale, game, mode=mode, image_size=image_size, grayscale=grayscale,
+                 frame_stack=frame_stack, noop_max=noop_max,
+                 max_episode_frames=max_episode_frames)
 
 
-def _spec(ale: AtariVectorEnv, game: str, *, mode: str, image_size: int, frame_stack: int,
-          noop_max: int, max_episode_frames: int) -> EnvSpec:
+def _spec(ale: AtariVectorEnv, game: str, *, mode: str, image_size: int, grayscale: bool,
+          frame_stack: int, noop_max: int, max_episode_frames: int) -> EnvSpec:
     actions = [action.name for action in ale.ale.get_action_set()]
     settings = {
         "game": game,
         "mode": mode,
-        "image": f"{image_size}x{image_size} RGB",
+        "image": f"{image_size}x{image_size} {'grayscale' if grayscale else 'RGB'}",
         "frame_stack": frame_stack,
         "stack_reset": "first frame repeated",
         "frameskip": FRAMESKIP,
@@ -113,7 +115,9 @@ def _spec(ale: AtariVectorEnv, game: str, *, mode: str, image_size: int, frame_s
         "reward_clipping": False,
         "autoreset": "same_step",
     }
-    return EnvSpec(name=f"atari:{game}", kind="atari", frame_shape=(image_size, image_size, 3),
+    channels = 1 if grayscale else 3
+    return EnvSpec(name=f"atari:{game}", kind="atari",
+                   frame_shape=(image_size, image_size, channels),
                    frame_dtype="uint8", stack=frame_stack, num_actions=len(actions),
                    is_image=True, settings=settings)
 
@@ -122,21 +126,22 @@ class AtariEnv(VectorEnv):
     """`num_envs` copies of one game; copy i is seeded with seed + i."""
 
     def __init__(self, game: str, *, num_envs: int, seed: int, mode: str, image_size: int,
-                 frame_stack: int, noop_max: int, max_episode_frames: int):
-        self._ale = _ale_env(game, num_envs, image_size=image_size, noop_max=noop_max,
-                             max_episode_frames=max_episode_frames)
-        spec = _spec(self._ale, game, mode=mode, image_size=image_size, frame_stack=frame_stack,
-                     noop_max=noop_max, max_episode_frames=max_episode_frames)
+                 grayscale: bool, frame_stack: int, noop_max: int, max_episode_frames: int):
+        self._ale = _ale_env(game, num_envs, image_size=image_size, grayscale=grayscale,
+                             noop_max=noop_max, max_episode_frames=max_episode_frames)
+        spec = _spec(self._ale, game, mode=mode, image_size=image_size, grayscale=grayscale,
+                     frame_stack=frame_stack, noop_max=noop_max,
+                     max_episode_frames=max_episode_frames)
         super().__init__(spec, num_envs=num_envs, mode=mode)
         self._seed = seed
         self._lives = np.zeros(num_envs, np.int32)  # [N] lives after the last step
         self._stack = np.zeros((num_envs, spec.stack, *spec.frame_shape), np.uint8)
 
     def _reset(self) -> np.ndarray:
-        obs, info = self._ale.reset(seed=self._seed)  # [N, 1, H, W, 3] uint8
+        obs, info = self._ale.reset(seed=self._seed)
         self._seed = None  # later resets continue each copy's stream
         self._lives = info["lives"]
-        self._stack = push_frames(self._stack, obs[:, 0], np.ones(self.num_envs, bool))
+        self._stack = push_frames(self._stack, self._frames(obs), np.ones(self.num_envs, bool))
         return self._stack
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -145,8 +150,12 @@ class AtariEnv(VectorEnv):
         # Where done, `lives` already belongs to the new episode, so compare only elsewhere.
         life_loss = ~done & (info["lives"] < self._lives)  # [N] bool
         self._lives = info["lives"]
-        self._stack = push_frames(self._stack, obs[:, 0], done)  # obs: [N, 1, H, W, 3] uint8
+        self._stack = push_frames(self._stack, self._frames(obs), done)
         return self._stack, reward.astype(np.float32), terminated, truncated, life_loss
+
+    def _frames(self, obs: np.ndarray) -> np.ndarray:
+        """ALE's [N, 1, H, W, 3] RGB or [N, 1, H, W] grayscale -> [N, H, W, C] uint8."""
+        return obs[:, 0].reshape(self.num_envs, *self.spec.frame_shape)
 
     def close(self) -> None:
         self._ale.close()
