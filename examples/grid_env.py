@@ -14,8 +14,8 @@ distinct colours.
 Reading success from returns: reaching the goal on step k (1 <= k <= 30) returns
 1 - 0.02 (k - 1) >= 0.42, and an episode that never reaches it returns -0.02 per step played,
 so -0.6 at the 30-step truncation and below 0 under any shorter cap. Hence an episode
-reached the goal iff its return is > 0 (`reached_goal`), with a margin of 0.42 either way
-that no float rounding can cross.
+reached the goal iff its return is > 0 (scripts/ladder.py's `reached_goal`), with a margin
+of 0.42 either way that no float rounding can cross.
 
 RANDOM_RETURN = -0.205: the uniform random policy's expected return (-0.2048, computed exactly
 over the Markov chain of agent and goal cells); it reaches the goal in 29.2% of episodes.
@@ -41,11 +41,6 @@ FLOOR = (20, 20, 40)
 AGENT = (80, 160, 255)
 GOAL = (255, 200, 0)
 MOVES = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)])  # stay, up, down, left, right
-
-
-def reached_goal(episode_return: float) -> bool:
-    """Whether an episode with this return reached the goal (see the module docstring)."""
-    return episode_return > 0
 
 
 class Grid(gymnasium.Env):
@@ -101,4 +96,4 @@ if __name__ == "__main__":
         returns.append(total)
         env.reset()
     print(f"Grid: random policy mean return {np.mean(returns):.3f} over 1000 episodes, "
-          f"{np.mean([reached_goal(r) for r in returns]):.0%} reached the goal")
+          f"{np.mean(np.array(returns) > 0):.0%} reached the goal")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def load_script():
 
 
 ladder = load_script()
-from examples import grid_env  # noqa: E402  (importable once the script put ROOT on sys.path)
+_spec = importlib.util.spec_from_file_location("grid_env", ROOT / "examples" / "grid_env.py")
+grid_env = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(grid_env)
 
 TASKS = {task.name: task for task in ladder.TASKS}
 
@@ -79,7 +82,7 @@ def test_grid_reward_and_termination_at_goal():
         assert steps == [(-0.02, False, False)] * (len(path) - 1) + [(1.0, True, False)]
         episode_return = sum(reward for reward, _, _ in steps)
         assert episode_return == pytest.approx(1 - 0.02 * (len(path) - 1))
-        assert grid_env.reached_goal(episode_return)
+        assert ladder.reached_goal(episode_return)
 
 
 def test_grid_truncates_after_30_steps():
@@ -89,14 +92,14 @@ def test_grid_truncates_after_30_steps():
     assert steps == [(-0.02, False, False)] * 29 + [(-0.02, False, True)]
     episode_return = np.sum(np.float32([reward for reward, _, _ in steps]))
     assert episode_return == pytest.approx(-0.6, abs=1e-5)
-    assert not grid_env.reached_goal(episode_return)
+    assert not ladder.reached_goal(episode_return)
 
 
 def test_grid_reached_goal_separates_every_possible_return():
     reached = [1 - 0.02 * (k - 1) for k in range(1, 31)]  # the goal on step k
     missed = np.cumsum(np.full(30, -0.02, np.float32))  # no goal in 1..30 steps
-    assert all(grid_env.reached_goal(np.float32(r)) for r in reached)
-    assert not any(grid_env.reached_goal(r) for r in missed)
+    assert all(ladder.reached_goal(np.float32(r)) for r in reached)
+    assert not any(ladder.reached_goal(r) for r in missed)
 
 
 def exact_random_return() -> float:
@@ -238,3 +241,18 @@ def test_options():
     args = ladder.train_args(TASKS["cartpole"], 3, Path("runs/x"), ["--a", "1"])
     assert args == ["--env", "CartPole-v1", "--env-steps", "10000", "--seed", "3",
                     "--logdir", "runs/x", "--log.progress", "False", "--a", "1"]
+
+
+def test_script_reuses_finished_runs_and_writes_the_table(tmp_path):
+    """The script end to end at toy size: its one run already has an eval.json, so nothing
+    trains; it measures the random policy, bootstraps and writes the Markdown."""
+    write_eval(tmp_path / "runs", TASKS["catch"], 0, [10.0, 8.0], wall=60)
+    out = tmp_path / "ladder.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ladder.py"), "--tasks", "catch", "--seeds", "0",
+         "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--random-episodes", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"wrote {out}" in done.stdout
+    text = out.read_text()
+    assert "catch (`catch`)" in text and "0 runs trained 2 at a time and 1 reused" in text
