@@ -31,7 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from agent.checkpoint import RunDirError, read_config
-from agent.scores import ATARI_100K_GAMES, anchor, atari_game, display_name, human_normalized
+from agent.envs import ATARI_100K_GAMES
+from agent.scores import anchor, atari_game, display_name, human_normalized
 
 _PROFILE_TAUS = np.linspace(0.0, 8.0, 161)  # HNS thresholds; 0..8 as in rliable's Atari plots
 _SMOOTH_EPISODES = 10  # trailing window for training-episode returns

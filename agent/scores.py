@@ -40,9 +40,7 @@ def _load_rows() -> dict[str, _Row]:
     return {row.ale_id: row for row in rows}
 
 
-_ROWS = _load_rows()
-
-ATARI_100K_GAMES: tuple[str, ...] = tuple(_ROWS)
+_ROWS = _load_rows()  # the 26 games of agent.envs.ATARI_100K_GAMES, in its order
 
 # "ms_pacman", "MsPacman" and "Ms-Pacman" all squash to "mspacman".
 _BY_SQUASHED = {re.sub(r"[^a-z0-9]", "", ale_id): ale_id for ale_id in _ROWS}

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agent.scores import ATARI_100K_GAMES, atari_game
+from agent.envs import ATARI_100K_GAMES
+from agent.scores import atari_game
 
 ALL_GAMES = "all26"
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from rliable import metrics
 
+from agent.envs import ATARI_100K_GAMES
 from agent.report import build_report, load_run, score_distribution
-from agent.scores import ATARI_100K_GAMES, anchor, human_normalized
+from agent.scores import anchor, human_normalized
 
 REPS = 200  # enough for the checks here, and fast
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,10 +1,13 @@
 import numpy as np
 import pytest
 
-from agent.scores import ATARI_100K_GAMES, anchor, atari_game, display_name, human_normalized
+from agent import scores
+from agent.envs import ATARI_100K_GAMES
+from agent.scores import anchor, atari_game, display_name, human_normalized
 
 
 def test_the_26_games_in_csv_order():
+    assert tuple(scores._ROWS) == ATARI_100K_GAMES  # scores.csv has a row for each, in order
     assert len(ATARI_100K_GAMES) == 26
     assert ATARI_100K_GAMES[:3] == ("alien", "amidar", "assault")
     assert ATARI_100K_GAMES[-1] == "up_n_down"
