@@ -167,7 +167,7 @@ def evaluate_command(
     Args:
         logdir: The run directory (as given to `dreamzero train --logdir`).
         episodes: Episodes to play (default: the run's --log.eval-episodes).
-        video: Also write DIR/eval.mp4 (or .gif) of the first episode.
+        video: Also write DIR/eval.gif, an animated GIF of the first episode (image envs only).
         seed: Seed of the evaluation envs (distinct from training seeds).
     """
     from agent import evaluate
