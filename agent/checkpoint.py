@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import re
 import sys
 import zlib
 from pathlib import Path
@@ -39,6 +38,7 @@ import orbax.checkpoint as ocp
 
 from agent import config as config_lib
 from agent import replay as replay_lib
+from agent.errors import one_line
 
 # Fields that may change between a run and its resumption: extending a run, or how
 # often it logs, must not refuse the checkpoint.
@@ -222,13 +222,13 @@ class Checkpointer:
         step, error = failures[0]
         raise CheckpointError(
             f"no readable checkpoint in {self.directory} (the newest, at env step {step}: "
-            f"{_one_line(error)}): move that directory aside to start the run over, or use "
+            f"{one_line(error)}): move that directory aside to start the run over, or use "
             "a new --logdir")
 
     def _skip(self, step: int, error: Exception, *, using: int) -> None:
         path = self.directory / str(step)
         if self._read_only:
-            print(f"warning: checkpoint {path} is unreadable ({_one_line(error)}); using the "
+            print(f"warning: checkpoint {path} is unreadable ({one_line(error)}); using the "
                   f"one at env step {using}", file=sys.stderr)
             return
         # A name outside orbax's step naming, so it neither lists nor deletes it.
@@ -237,7 +237,7 @@ class Checkpointer:
             n += 1
         path.rename(aside)
         self._manager.reload()
-        print(f"warning: checkpoint {path} is unreadable ({_one_line(error)}); moved it to "
+        print(f"warning: checkpoint {path} is unreadable ({one_line(error)}); moved it to "
               f"{aside.name} and resuming from the one at env step {using}", file=sys.stderr)
 
     @contextlib.contextmanager
@@ -254,7 +254,7 @@ class Checkpointer:
                     else "there is no earlier one")
             raise CheckpointError(
                 f"writing the checkpoint at env step {self._saving} to {self.directory} failed "
-                f"({_one_line(error)}); {kept}: fix the cause (e.g. free disk space) and rerun "
+                f"({one_line(error)}); {kept}: fix the cause (e.g. free disk space) and rerun "
                 "the same command to resume") from error
 
 
@@ -378,16 +378,6 @@ def saved_counters(run_dir: Path) -> dict:
                       .read_text())
 
 
-def _one_line(error: BaseException) -> str:
-    """`Type: first line`, short enough for a one-line message."""
-    lines = str(error).strip().splitlines()
-    # TensorStore's write errors put the cause (the OS error) last, after long paths.
-    os_error = re.search(r"os_error_code='(\d+)'", str(error))
-    first = os.strerror(int(os_error[1])) if os_error else (lines[0] if lines else "")
-    text = f"{type(error).__name__}: {first}".rstrip(": ")
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def write_config(run_dir: Path, cfg: config_lib.Config, extra: dict | None = None) -> None:
     data = config_lib.to_dict(cfg) | (extra or {})
     path = Path(run_dir) / "config.json"
@@ -409,7 +399,7 @@ def read_config(run_dir: Path) -> tuple[config_lib.Config, dict]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise refuse(f"is not valid JSON ({_one_line(error)})") from None
+        raise refuse(f"is not valid JSON ({one_line(error)})") from None
     if not isinstance(data, dict):
         raise refuse(f"holds a JSON {type(data).__name__}, not a dreamzero config")
     if not isinstance(data.get("env"), dict) or not isinstance(data["env"].get("name"), str):

@@ -30,6 +30,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
 from agent.envs.base import EnvError, EnvSpec, VectorEnv, push_frames
+from agent.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def _import(where: str, target: str):
             sys.path.append(os.getcwd())
         return importlib.import_module(where)
     except Exception as error:
-        raise EnvError(f"cannot import {where!r} for env {target!r} ({_one_line(error)}); "
+        raise EnvError(f"cannot import {where!r} for env {target!r} ({one_line(error)}); "
                        "check the module path and run from the directory that holds it"
                        ) from error
 
@@ -105,16 +106,11 @@ def _candidates(module) -> list[str]:
             or (inspect.isfunction(value) and value.__module__ == module.__name__)))
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
 def _build(source: Source) -> gymnasium.Env:
     try:
         env = source.make()
     except Exception as error:
-        raise EnvError(f"building {source.name!r} failed ({_one_line(error)}); fix the env or "
+        raise EnvError(f"building {source.name!r} failed ({one_line(error)}); fix the env or "
                        "install what it needs") from error
     if not isinstance(env, gymnasium.Env):
         raise EnvError(f"{source.name!r} built a {type(env).__name__}, not a gymnasium.Env; "
@@ -147,7 +143,7 @@ def _run_gymnasium_checker(env: gymnasium.Env, name: str) -> None:
             gymnasium_check_env(env.unwrapped, skip_render_check=True, skip_close_check=True)
             failure = []
         except Exception as error:
-            failure = [_one_line(error)]
+            failure = [one_line(error)]
     plain = [re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)) for w in caught]
     # The adapter rescales Box actions from [-1, 1] itself, so the advice to normalise
     # the action space does not apply.
