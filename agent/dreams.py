@@ -145,7 +145,7 @@ def format_table(table: dict[str, np.ndarray]) -> str:
 def dreams_run(run_dir: Path, *, horizon: int = 10, episodes: int = 4, seed: int = 2_000,
                record_steps: int = 500) -> dict[str, np.ndarray]:
     """`dreamzero dreams`: collect held-out episodes, print and save the per-k table."""
-    cfg, graphdef, params, env_steps, env_kwargs = evaluate_lib.load_run(run_dir)
+    cfg, graphdef, params, env_steps, env_kwargs = evaluate_lib.load_model(run_dir)
     played = evaluate_lib.run_episodes(cfg, graphdef, params, env_kwargs, episodes=episodes,
                                        seed=seed, record_steps=record_steps)
     windows = make_windows(played.trajectories, horizon=horizon, discount=cfg.train.discount,

@@ -128,7 +128,7 @@ def summary_line(result: dict) -> str:
     return line
 
 
-def load_run(run_dir: Path):
+def load_model(run_dir: Path):
     """(cfg, graphdef, params, env_steps, env_kwargs) of a run's latest checkpoint."""
     cfg, _ = checkpoint_lib.read_config(run_dir)
     env_kwargs = cfg.env.keywords()
@@ -146,7 +146,7 @@ def load_run(run_dir: Path):
 def evaluate_run(run_dir: Path, *, episodes: int | None = None, video: bool = False,
                  seed: int = 1_000) -> dict:
     """`dreamzero evaluate`: loads the latest checkpoint, plays, writes eval.json."""
-    cfg, graphdef, params, env_steps, env_kwargs = load_run(run_dir)
+    cfg, graphdef, params, env_steps, env_kwargs = load_model(run_dir)
     played = run_episodes(cfg, graphdef, params, env_kwargs,
                           episodes=episodes or cfg.log.eval_episodes, seed=seed,
                           record_video=video)

@@ -153,7 +153,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsy
     assert f"the one at env step {saved[0]} is intact" in line
     assert line.endswith("rerun the same command to resume")
     assert saved_steps(tmp_path) == saved
-    assert evaluate.load_run(tmp_path)[3] == saved[0]  # and it reads back
+    assert evaluate.load_model(tmp_path)[3] == saved[0]  # and it reads back
 
 
 def _signal_after_first_checkpoint(logdir: Path, sig: int) -> tuple[int, str, int]:
