@@ -32,8 +32,16 @@ from matplotlib.figure import Figure
 
 from agent.checkpoint import RunDirError, read_config
 from agent.envs import ATARI_100K_GAMES
-from agent.scores import anchor, atari_game, display_name, human_normalized
+from agent.scores import (
+    METHODS,
+    REPORT_METHODS,
+    anchor,
+    atari_game,
+    display_name,
+    human_normalized,
+)
 
+_ANCHORS = ("random", "human", *METHODS)  # reference scores of each Atari row
 _PROFILE_TAUS = np.linspace(0.0, 8.0, 161)  # HNS thresholds; 0..8 as in rliable's Atari plots
 _SMOOTH_EPISODES = 10  # trailing window for training-episode returns
 _CURVE_POINTS = 200  # shared env-step grid on which seeds are averaged
@@ -191,12 +199,8 @@ def _game_row(key: str, runs: list[Run]) -> dict:
         # Sample std over seeds; undefined for a single seed.
         "std_return": float(np.std(returns, ddof=1)) if len(runs) > 1 else None,
         "hns": None,
-        "random": None,
-        "human": None,
-        "efficientzero": None,
-        "beats_random": None,
-        "beats_human": None,
-        "beats_efficientzero": None,
+        **{name: None for name in _ANCHORS},
+        **{f"beats_{name}": None for name in _ANCHORS},
     }
     if row["atari"]:
         refs = anchor(key)
@@ -264,20 +268,23 @@ def aggregate_hns(scores: np.ndarray, *, reps: int = 2000, seed: int = 0) -> dic
     }
 
 
-def _efficientzero_hns(games: Sequence[str]) -> np.ndarray:
-    """EfficientZero's published scores as HNS, one run per game: [1, num_games]."""
-    return np.array([[human_normalized(g, anchor(g)["efficientzero"]) for g in games]])
+def _published_hns(games: Sequence[str], method: str) -> np.ndarray:
+    """A method's published per-game scores as HNS, one run per game: [1, num_games]."""
+    return np.array([[human_normalized(g, anchor(g)[method]) for g in games]])
 
 
-def _efficientzero_aggregates(games: Sequence[str]) -> dict[str, float]:
-    """Mean, median and IQM of EfficientZero's published HNS over the same games."""
+def _published_aggregates(games: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean, median and IQM of each report method's published HNS over the same games."""
     from rliable import metrics
-    ez = _efficientzero_hns(games)
-    return {
-        "mean": float(metrics.aggregate_mean(ez)),
-        "median": float(metrics.aggregate_median(ez)),
-        "iqm": float(metrics.aggregate_iqm(ez)),
-    }
+    aggregates = {}
+    for method in REPORT_METHODS:
+        hns = _published_hns(games, method)
+        aggregates[method] = {
+            "mean": float(metrics.aggregate_mean(hns)),
+            "median": float(metrics.aggregate_median(hns)),
+            "iqm": float(metrics.aggregate_iqm(hns)),
+        }
+    return aggregates
 
 
 # ----------------------------------------------------------------------------- plots
@@ -295,19 +302,14 @@ def score_distribution(scores: np.ndarray) -> np.ndarray:
 def plot_performance_profile(
     scores: np.ndarray, games: Sequence[str], path: Path, *, reps: int = 2000, seed: int = 0
 ) -> Path:
-    """Fraction of runs with HNS > tau, with a 95% CI band, next to EfficientZero's."""
+    """Fraction of runs with HNS > tau, with a 95% CI band, next to published methods'."""
     point, (low, high) = bootstrap(scores, score_distribution, reps=reps, seed=seed)
     fig, (ax,) = _new_figure(figsize=(7, 4.5))
     ax.plot(_PROFILE_TAUS, point, lw=2, color="C0", label="dreamzero")
     ax.fill_between(_PROFILE_TAUS, low, high, color="C0", alpha=0.2)
-    ax.plot(
-        _PROFILE_TAUS,
-        score_distribution(_efficientzero_hns(games)),
-        lw=1.5,
-        ls="--",
-        color="C1",
-        label="EfficientZero (published)",
-    )
+    for i, method in enumerate(REPORT_METHODS, start=1):
+        ax.plot(_PROFILE_TAUS, score_distribution(_published_hns(games, method)), lw=1.2,
+                ls="--", color=f"C{i}", label=f"{METHODS[method]} (published)")
     ax.axvline(1.0, color="gray", lw=0.8, ls=":", label="human level")
     ax.set(
         title=f"Performance profile, Atari-100k ({len(games)} games, {len(scores)} seed(s))",
@@ -427,22 +429,9 @@ def _new_figure(
 
 
 _CSV_COLUMNS = (
-    "kind",
-    "env",
-    "name",
-    "num_seeds",
-    "mean_return",
-    "std_return",
-    "hns",
-    "hns_ci_low",
-    "hns_ci_high",
-    "random",
-    "human",
-    "efficientzero",
-    "beats_random",
-    "beats_human",
-    "beats_efficientzero",
-)
+    "kind", "env", "name", "num_seeds", "mean_return", "std_return", "hns", "hns_ci_low",
+    "hns_ci_high", *_ANCHORS, *(f"beats_{name}" for name in _ANCHORS),
+)  # fmt: skip
 
 
 def _write_csv(path: Path, rows: list[dict], aggregates: dict | None) -> None:
@@ -463,7 +452,8 @@ def _write_csv(path: Path, rows: list[dict], aggregates: dict | None) -> None:
                         "hns": stats["estimate"],
                         "hns_ci_low": stats["ci_low"],
                         "hns_ci_high": stats["ci_high"],
-                        "efficientzero": aggregates["efficientzero"][name],
+                        **{method: published[name]
+                           for method, published in aggregates["published"].items()},
                     }
                 )
 
@@ -508,18 +498,20 @@ def _markdown(
         lines += [
             "## Atari-100k games",
             "",
-            "HNS is of the mean over seeds; ✓/✗ compare that mean with each reference score.",
+            "HNS is of the mean over seeds; ✓/✗ compare that mean with random and human play. "
+            "The published columns are each method's mean score at 100k steps "
+            "(agent/scores.py gives the sources).",
             "",
-            "| Game | Seeds | Env steps | Return | HNS | Random | Human | EfficientZero "
-            "| > Random | > Human | > EZ |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|:-:|",
+            "| Game | Seeds | Env steps | Return | HNS | Random | Human | "
+            + " | ".join(METHODS[m] for m in REPORT_METHODS) + " | > Random | > Human |",
+            "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(REPORT_METHODS) + ":-:|:-:|",
         ]
         lines += [
             f"| {r['name']} | {r['num_seeds']} | {_fmt_steps(r['env_steps'])} "
             f"| {_fmt(r['mean_return'])} ± {_fmt(r['std_return'])} | {_fmt(r['hns'], 3)} "
-            f"| {_fmt(r['random'])} | {_fmt(r['human'])} | {_fmt(r['efficientzero'])} "
-            f"| {_check(r['beats_random'])} | {_check(r['beats_human'])} "
-            f"| {_check(r['beats_efficientzero'])} |"
+            f"| {_fmt(r['random'])} | {_fmt(r['human'])} | "
+            + " | ".join(_fmt(r[m]) for m in REPORT_METHODS)
+            + f" | {_check(r['beats_random'])} | {_check(r['beats_human'])} |"
             for r in atari_rows
         ]
         lines.append("")
@@ -543,24 +535,26 @@ def _markdown(
 
 def _aggregate_section(aggregates: dict) -> list[str]:
     games, k = aggregates["num_games"], aggregates["seeds_per_game"]
+    published = aggregates["published"]
     lines = [
         "## Atari-100k aggregate (human-normalised score)",
         "",
-        "| Metric | dreamzero | 95% CI | EfficientZero (published) |",
-        "|---|---:|---:|---:|",
+        "| Metric | dreamzero | 95% CI | "
+        + " | ".join(f"{METHODS[m]} (published)" for m in published) + " |",
+        "|---|---:|---:|" + "---:|" * len(published),
     ]
     for name, label in (("mean", "Mean"), ("median", "Median"), ("iqm", "IQM")):
         stats = aggregates[name]
         lines.append(
             f"| {label} | {stats['estimate']:.3f} "
-            f"| [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}] "
-            f"| {aggregates['efficientzero'][name]:.3f} |"
+            f"| [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}] | "
+            + " | ".join(f"{published[m][name]:.3f}" for m in published) + " |"
         )
     lines += [
         "",
         f"Over {games} of 26 games with {k} seed(s) per game; 95% stratified-bootstrap "
         f"CIs (rliable, percentile, {aggregates['reps']} reps, seed {aggregates['seed']}). "
-        "EfficientZero's column aggregates its published per-game scores over the same games.",
+        "Each published column aggregates that method's per-game scores over the same games.",
     ]
     if aggregates["runs_left_out"]:
         lines.append(
@@ -650,7 +644,7 @@ def build_report(run_dirs: list[Path], out: Path, *, reps: int = 2000, seed: int
             "reps": reps,
             "seed": seed,
             **aggregate_hns(scores, reps=reps, seed=seed),
-            "efficientzero": _efficientzero_aggregates(games),
+            "published": _published_aggregates(games),
         }
         plot_performance_profile(
             scores, games, out / "performance_profile.png", reps=reps, seed=seed

@@ -93,7 +93,17 @@ def test_iqm_is_rliables_on_the_same_matrix(efficientzero_report):
     )  # [1 seed, 26 games]
     iqm = efficientzero_report["aggregates"]["iqm"]["estimate"]
     assert iqm == pytest.approx(metrics.aggregate_iqm(matrix))
-    assert efficientzero_report["aggregates"]["efficientzero"]["iqm"] == pytest.approx(iqm)
+    published = efficientzero_report["aggregates"]["published"]
+    assert published["efficientzero"]["iqm"] == pytest.approx(iqm)
+
+
+def test_published_columns_reproduce_their_sources_aggregates(efficientzero_report):
+    # Mean / median HNS over the 26 games as the anchors' sources give them.
+    published = efficientzero_report["aggregates"]["published"]
+    expected = {"drq_eps": (0.465, 0.312), "spr": (0.616, 0.396), "bbf": (2.238, 0.879)}
+    for method, (mean, median) in expected.items():
+        assert round(published[method]["mean"], 3) == mean, method
+        assert round(published[method]["median"], 3) == median, method
 
 
 def test_known_returns_give_known_hns(partial_sweep):
@@ -120,6 +130,9 @@ def test_unequal_seed_counts_use_the_common_minimum(partial_sweep):
     assert aggregates["mean"]["estimate"] == pytest.approx(0.75)
     assert "lowest 1 seed(s)" in partial_sweep["md"]
     assert "2 finished run(s) are left out" in partial_sweep["md"]
+    # Published methods sit beside the runs, per game and in the aggregates.
+    assert "| DrQ(ε) | SPR | EfficientZero | BBF | > Random | > Human |" in partial_sweep["md"]
+    assert "| DrQ(ε) (published) | SPR (published) |" in partial_sweep["md"]
 
 
 def test_missing_games_and_unfinished_runs_are_listed(partial_sweep):

@@ -53,7 +53,9 @@ def test_hns_of_known_scores_and_arrays():
 
 
 def test_anchor_and_display_name():
-    assert anchor("ALE/Breakout-v5") == {"random": 1.7, "human": 30.5, "efficientzero": 414.1}
+    refs = anchor("ALE/Breakout-v5")
+    assert (refs["random"], refs["human"], refs["efficientzero"]) == (1.7, 30.5, 414.1)
+    assert (refs["drq_eps"], refs["spr"], refs["bbf"]) == (19.8, 19.6, 357.0)
     assert display_name("ms_pacman") == "MsPacman"
     with pytest.raises(KeyError, match="catch"):
         anchor("catch")
