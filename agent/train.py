@@ -355,9 +355,11 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
                 return before // interval != now // interval
 
             done = counters["env_steps"] >= cfg.train.env_steps
-            if crossed(cfg.log.log_interval) or done:
+            # An evaluation writes its own line where the two intervals do not align.
+            evaluate_now = bool(cfg.log.eval_interval) and crossed(cfg.log.eval_interval)
+            if crossed(cfg.log.log_interval) or done or evaluate_now:
                 record = _summarise(window, counters, checkpointer)
-                if cfg.log.eval_interval and crossed(cfg.log.eval_interval) and not done:
+                if evaluate_now and not done:
                     record |= _periodic_evaluation(cfg, graphdef, state.params, env_kwargs,
                                                    seed=counters["env_steps"])
                 log.write(record)

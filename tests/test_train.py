@@ -4,6 +4,7 @@ Faults (kills, signals, bad checkpoints and data) are in test_faults.py."""
 
 import collections
 import dataclasses
+import json
 import logging
 
 import jax
@@ -22,7 +23,7 @@ def test_training_loop_compiles_each_step_once(tmp_path, caplog):
     cfg = dataclasses.replace(
         smoke, logdir=str(tmp_path),
         train=dataclasses.replace(smoke.train, env_steps=200, replay_ratio=0.1),
-        log=dataclasses.replace(smoke.log, progress=False, eval_interval=100))
+        log=dataclasses.replace(smoke.log, progress=False, log_interval=100, eval_interval=150))
     assert len(set(cfg.train.temperatures)) > 1
     # `add` is one module-level function: a smoke run earlier in this process (another
     # test in the same worker) would have compiled it already.
@@ -40,6 +41,9 @@ def test_training_loop_compiles_each_step_once(tmp_path, caplog):
     # `act` twice: the acting search and the greedy evaluation search.
     assert (compiled["jit(update)"], compiled["jit(add)"], compiled["jit(act)"]) == (1, 1, 2), \
         compiled
+    # The periodic evaluation runs at 150 env steps though no log line falls due there.
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in records if "eval/mean_return" in r] == [150]
 
 
 def test_updates_are_spread_to_reach_the_replay_ratio():
