@@ -1,12 +1,17 @@
-"""Acting with search: the one place search knobs become `search.plan` arguments."""
+"""Acting with search: the one place search knobs become `search.plan` arguments, and the
+one acting step (stack -> search -> env step -> transition) that training, evaluation and
+the benchmarks share."""
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 import search
 import world_model
+from agent import replay as replay_lib
 from agent.config import SearchConfig
+from agent.envs import Step, VectorEnv
 
 
 def search_kind(cfg: SearchConfig, *, continuous: bool) -> str:
@@ -72,3 +77,49 @@ def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool,
                                          continuous=continuous))
 
     return act
+
+
+class Actor:
+    """Acts in N envs with a search: builds the observations, plans, steps the envs.
+
+    The stacks follow the replay's rule (`replay.FrameStack`): a segment starts, after any
+    end (a life loss included), with its first frame repeated. So what the search sees
+    when acting is what reanalysis later rebuilds from the replay.
+
+        plan = actor.plan(params, rng, temperature)   # search on actor.obs
+        step, transition = actor.step(plan)           # env step; replay.add's keywords
+    """
+
+    def __init__(self, env: VectorEnv, act):
+        self.env = env
+        self._act = act
+        self._stack = replay_lib.FrameStack(env.reset()[:, -1], env.spec.stack)
+        self._starts = np.ones(env.num_envs, bool)  # [N] a segment starts at this step
+        self.obs = self._observe()  # [N, *obs_shape] what the next search sees
+
+    @property
+    def frames(self) -> np.ndarray:
+        """[N, *frame] each env's newest frame."""
+        return self._stack.frames[:, -1]
+
+    def _observe(self) -> np.ndarray:
+        return replay_lib.merge_stack(self._stack.frames, is_image=self.env.spec.is_image)
+
+    def plan(self, params, rng, temperature) -> search.PlanOutput:
+        """The search on `obs`, its actions already on the host (waits for them)."""
+        plan = self._act(params, rng, self.obs, temperature)
+        return plan.replace(action=np.asarray(plan.action))
+
+    def step(self, plan: search.PlanOutput) -> tuple[Step, dict]:
+        """Steps the envs on the plan's actions -> (the env's Step, the transition as
+        `replay.add`'s keyword arguments); then moves the stacks on."""
+        step = self.env.step(plan.action)
+        ends = step.train_terminal | step.terminated | step.truncated  # [N]
+        transition = dict(frames=self.frames, actions=plan.action,
+                          rewards=step.reward, ends=ends, terminals=step.train_terminal,
+                          starts=self._starts, policies=plan.action_weights,
+                          values=plan.root_value, arms=plan.arms)
+        self._starts = ends
+        self._stack.push(step.obs[:, -1], ends)
+        self.obs = self._observe()
+        return step, transition

@@ -12,9 +12,8 @@ import jax
 import numpy as np
 
 from agent import checkpoint as checkpoint_lib
-from agent import replay as replay_lib
 from agent import scores
-from agent.acting import make_act
+from agent.acting import Actor, make_act
 from agent.config import Config
 from agent.envs import make_env
 from world_model import make_model
@@ -61,15 +60,14 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
     returns: list[list[float]] = [[] for _ in range(num_envs)]
     recording: list[list[tuple]] = [[] for _ in range(num_envs)]
     trajectories = []
-    frames = env.reset()[:, -1]
-    stack = replay_lib.FrameStack(frames, env.spec.stack)
-    video = [frames[0]] if record_video else []
+    actor = Actor(env, act)
+    video = [actor.frames[0]] if record_video else []
     rng = jax.random.key(seed)
     while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
         rng, act_rng = jax.random.split(rng)
-        obs = replay_lib.merge_stack(stack.frames, is_image=env.spec.is_image)
-        plan = jax.device_get(act(params, act_rng, obs, 0.0))
-        step = env.step(plan.action)
+        obs = actor.obs
+        plan = jax.device_get(actor.plan(params, act_rng, 0.0))
+        step, _ = actor.step(plan)
         ended = step.terminated | step.truncated
         for i in range(num_envs):
             if record_steps and len(recording[i]) < record_steps:
@@ -85,7 +83,6 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
                 recording[i] = []
         if record_video and not returns[0]:
             video.append(step.obs[0, -1])
-        stack.push(step.obs[:, -1], step.train_terminal | ended)
     env.close()
     return Episodes(returns=[r for per_env in returns for r in per_env], video=video,
                     trajectories=trajectories)

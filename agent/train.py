@@ -29,7 +29,7 @@ from agent import config as config_lib
 from agent import dreams
 from agent import evaluate as evaluate_lib
 from agent import replay as replay_lib
-from agent.acting import make_act, num_arms
+from agent.acting import Actor, make_act, num_arms
 from agent.config import Config, ConfigError
 from agent.envs import EnvSpec, make_env
 from agent.metrics import MetricsLog
@@ -304,9 +304,7 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
     update = make_update(cfg, graphdef, optimizer, spec, mesh)
     add = jax.jit(replay_lib.add, donate_argnums=0)
 
-    frames = env.reset()[:, -1]  # [N, *frame]
-    stack = replay_lib.FrameStack(frames, spec.stack)
-    starts = np.ones(cfg.env.num_envs, bool)
+    actor = Actor(env, act)
     window = _Window(start_env_steps=counters["env_steps"], start_updates=counters["updates"])
     last_saved = counters["updates"]
     bar = tqdm(total=cfg.train.env_steps, initial=counters["env_steps"], unit="step",
@@ -319,9 +317,7 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
         while counters["env_steps"] < cfg.train.env_steps:
             act_rng, next_rng = jax.random.split(state.rng)
             state = state.replace(rng=next_rng)
-            obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
-            plan = act(state.params, act_rng, obs, temperature(cfg, counters["env_steps"]))
-            actions = np.asarray(plan.action)
+            plan = actor.plan(state.params, act_rng, temperature(cfg, counters["env_steps"]))
             previous_steps = counters["env_steps"]
             counters["env_steps"] += cfg.env.num_envs
 
@@ -337,15 +333,9 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
                 if counters["updates"] % cfg.train.target_update_interval == 0:
                     state = state.replace(target_params=_copy(state.params))
 
-            step = env.step(actions)
+            step, transition = actor.step(plan)
+            replay = add(replay, **transition)
             ended = step.terminated | step.truncated
-            ends = step.train_terminal | ended
-            replay = add(replay, frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                         ends=ends, terminals=step.train_terminal, starts=starts,
-                         policies=plan.action_weights,
-                         values=plan.root_value, arms=plan.arms)
-            starts = ends
-            stack.push(step.obs[:, -1], starts)
             counters["episodes"] += int(ended.sum())
             window.returns += step.episode_return[ended].tolist()
             window.lengths += step.episode_length[ended].tolist()

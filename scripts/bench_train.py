@@ -46,13 +46,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import search
 from agent import checkpoint as checkpoint_lib
 from agent import config as config_lib
 from agent import replay as replay_lib
-from agent.acting import make_act
+from agent.acting import Actor, make_act, num_arms
 from agent.cli import parse_train_args
 from agent.reanalyze import make_batch
 from agent.train import (
@@ -154,43 +153,30 @@ def make_config(args) -> config_lib.Config:
     return cfg
 
 
-def run_acting(cfg, env, spec, clock, act, add, params, replay, *, steps: int):
-    """`steps` iterations of the training loop's acting part; returns the replay."""
-    frames = env.reset()[:, -1]
-    stack = replay_lib.FrameStack(frames, spec.stack)
-    starts = np.ones(cfg.env.num_envs, bool)
-    obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+def run_acting(cfg, actor, clock, add, params, replay, *, steps: int):
+    """`steps` iterations of the training loop's acting step; returns the replay."""
     rng = jax.random.key_data(jax.random.key(cfg.seed + 1))
     with clock.span("acting wall"):
         for _ in range(steps):
             act_rng, rng = jax.random.split(rng)
-            with clock.span("acting search"):  # obs is a numpy array: its upload is in here
-                plan = jax.block_until_ready(act(params, act_rng, obs, temperature(cfg, 0)))
-            with clock.span("host<->device copies"):
-                actions = np.asarray(plan.action)
-            with clock.span("env stepping"):
-                step = env.step(actions)
-                ends = step.train_terminal | step.terminated | step.truncated
+            with clock.span("acting search"):  # with the upload of the observations
+                plan = jax.block_until_ready(actor.plan(params, act_rng, temperature(cfg, 0)))
+            with clock.span("env stepping"):  # and the host-side stacking for the next search
+                _, transition = actor.step(plan)
             with clock.span("host<->device copies"):
                 # The training loop hands these to `add` as numpy arrays; uploading them
                 # here first keeps the copy out of the add's time.
-                uploaded = jax.block_until_ready(jax.device_put(dict(
-                    frames=stack.frames[:, -1], actions=actions, rewards=step.reward,
-                    ends=ends, terminals=step.train_terminal, starts=starts)))
+                uploaded = jax.block_until_ready(jax.device_put(transition))
             with clock.span("replay add"):
-                replay = jax.block_until_ready(add(
-                    replay, **uploaded, policies=plan.action_weights, values=plan.root_value))
-            with clock.span("env stepping"):  # host-side frame stacking for the next act
-                starts = ends
-                stack.push(step.obs[:, -1], starts)
-                obs = replay_lib.merge_stack(stack.frames, is_image=spec.is_image)
+                replay = jax.block_until_ready(add(replay, **uploaded))
     return replay
 
 
 def make_split_update(cfg, graphdef, optimizer, spec, clock):
     """The fused update's parts, each jitted alone: split(state, replay, betas)."""
     t = cfg.train
-    recurrent_fn = search.model_recurrent_fn(graphdef, discount=t.discount)
+    recurrent_fn = search.model_recurrent_fn(
+        graphdef, discount=t.discount, num_arms=num_arms(cfg.search, continuous=spec.continuous))
     draw = clock.compiled("draw_samples", jax.jit(functools.partial(draw_samples, cfg)))
     reanalyse = clock.compiled("make_batch", jax.jit(functools.partial(
         make_batch, cfg, graphdef, stack=spec.stack, is_image=spec.is_image,
@@ -296,15 +282,15 @@ def main():
     env, graphdef, optimizer, state, replay = build(cfg)
     spec = env.spec
     clock = Clock()
-    act = clock.compiled(
-        "act", make_act(graphdef, cfg.search, discount=cfg.train.discount, greedy=False))
+    act = clock.compiled("act", make_act(graphdef, cfg.search, discount=cfg.train.discount,
+                                         greedy=False, continuous=spec.continuous))
     add = clock.compiled("replay add", jax.jit(replay_lib.add, donate_argnums=0))
     update = clock.compiled("update", make_update(cfg, graphdef, optimizer, spec))
     split = make_split_update(cfg, graphdef, optimizer, spec, clock)
     betas = jnp.full(per_call, cfg.replay.priority_beta, jnp.float32)
 
     print(f"acting: {acting_steps} steps x {num_envs} envs ...", flush=True)
-    replay = run_acting(cfg, env, spec, clock, act, add, state.params, replay,
+    replay = run_acting(cfg, Actor(env, act), clock, add, state.params, replay,
                         steps=acting_steps)
     env.close()
     print(f"{num_calls} fused and {num_calls} split call(s) of {per_call} update(s) ...",

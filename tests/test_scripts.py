@@ -34,7 +34,9 @@ def test_count_flops():
 
 
 def test_bench_train(tmp_path):
-    # Train flags after `--` shrink the programs it compiles.
+    # It acts through training's acting step (agent.acting.Actor), so it runs every env the
+    # trainer runs (`--env Pendulum-v1` too: Box actions compile minutes here, so not in the
+    # suite). Train flags after `--` shrink the programs it compiles.
     out = run(sys.executable, "scripts/bench_train.py", "--preset", "smoke", "--env-steps", "32",
               "--updates", "1", "--json", str(tmp_path / "bench.json"), "--",
               "--train.unroll-steps", "1", "--train.td-steps", "1",
