@@ -216,7 +216,10 @@ def atari100k_cpu() -> Config:
       channels, 8 x 8 latent) and 1.6 with that stem on 48 x 48 frames.
     - Gumbel search, 8 simulations over at most 8 root actions: pUCT's visit counts at 8
       simulations say little over 18 actions; Gumbel's improved policy needs no visits on
-      every action.
+      every action. Q-values are normalised by a range of at least 1 (a clipped reward):
+      with EfficientZero's 0.01, or 0.1, an early model's Q noise across actions (0.04 on
+      Boxing) filled the whole scale and the policy collapsed onto one action (entropy
+      below 1 nat by 14k-16k env steps; Boxing's greedy policy at -30 after 50k).
     - One update per 4 env steps (25k updates) at batch 32 (5.6 updates/s), EfficientZero's
       5-step value targets, the target network refreshed every 100 updates, DrQ's shifts.
     - 32 final evaluation episodes (EfficientZero's count), 16 at a time.
@@ -229,7 +232,8 @@ def atari100k_cpu() -> Config:
         model=dataclasses.replace(base.model, max_flat_image=64 * 64 * 4, vector_hidden=256,
                                   lstm_hidden=128, proj_hidden=256, proj_out=256,
                                   pred_hidden=128),
-        search=SearchConfig(kind="gumbel", num_simulations=8, max_num_considered_actions=8),
+        search=SearchConfig(kind="gumbel", num_simulations=8, max_num_considered_actions=8,
+                            min_q_range=1.0),
         replay=ReplayConfig(capacity=100_000),
         train=dataclasses.replace(
             base.train, env_steps=100_000, start_steps=2_000, batch_size=32, replay_ratio=0.25,
