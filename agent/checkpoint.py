@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.metadata
 import io
 import json
 import logging
@@ -378,8 +379,12 @@ def saved_counters(run_dir: Path) -> dict:
                       .read_text())
 
 
+def _version() -> str:
+    return importlib.metadata.version("dreamzero")
+
+
 def write_config(run_dir: Path, cfg: config_lib.Config, extra: dict | None = None) -> None:
-    data = config_lib.to_dict(cfg) | (extra or {})
+    data = config_lib.to_dict(cfg) | {"dreamzero_version": _version()} | (extra or {})
     path = Path(run_dir) / "config.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -412,6 +417,8 @@ def read_config(run_dir: Path) -> tuple[config_lib.Config, dict]:
     try:
         return config_lib.from_dict(data), extra
     except (config_lib.ConfigError, TypeError) as error:
+        # Run directories from before the version stamp have none.
+        written = extra.get("dreamzero_version", "older than 0.1.0")
         raise RunDirError(
-            f"{path} was written by another version of dreamzero ({error}): train "
-            "into a new --logdir, or use the version that wrote it") from None
+            f"{path} was written by dreamzero {written}, this is {_version()} ({error}): "
+            "train into a new --logdir, or use the version that wrote it") from None

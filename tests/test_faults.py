@@ -254,7 +254,7 @@ def _bad_run_dirs(root: Path) -> dict[str, Path]:
     for name, config in [("not a run", None), ("foreign config", '{"env": "pong"}'),
                          ("config is a list", "[1, 2]"), ("config is torn", '{"env": {"na'),
                          ("unfinished", "smoke"), ("empty metrics", "smoke"),
-                         ("older version", "retired")]:
+                         ("newer version", "retired")]:
         path = dirs[name] = root / name.replace(" ", "_")
         path.mkdir()
         if config == "smoke":
@@ -262,6 +262,7 @@ def _bad_run_dirs(root: Path) -> dict[str, Path]:
         elif config == "retired":  # a knob this version no longer has
             data = config_lib.to_dict(cfg)
             data["model"]["retired_knob"] = 1
+            data["dreamzero_version"] = "9.9.0"
             (path / "config.json").write_text(json.dumps(data))
         elif config is not None:
             (path / "config.json").write_text(config)
@@ -276,7 +277,7 @@ _REFUSALS = {  # what each command's one line says, per bad directory
     "foreign config": ("has no env.name, so it is not a dreamzero config",) * 2,
     "config is a list": ("holds a JSON list, not a dreamzero config",) * 2,
     "config is torn": ("is not valid JSON",) * 2,
-    "older version": ("was written by another version of dreamzero (config.json has unknown "
+    "newer version": ("was written by dreamzero 9.9.0, this is 0.1.0 (config.json has unknown "
                       "fields ['retired_knob'] in 'model'): train into a new --logdir",) * 2,
     "unfinished": ("no checkpoint in", "nothing to report"),
     "empty metrics": ("no checkpoint in", "nothing to report"),
