@@ -48,6 +48,13 @@ def test_atari_protocol_shapes_and_settings():
     assert json.loads(json.dumps(env.spec.to_dict()))["obs_shape"] == [96, 96, 12]
 
 
+def test_gym_spec_reports_the_envs_own_time_limit():
+    # CartPole-v1 ends itself after 500 env steps, so its episodes never reach 108k.
+    assert resolve_spec("CartPole-v1").settings["max_episode_steps"] == 500
+    assert resolve_spec("CartPole-v1", action_repeat=2).settings["max_episode_steps"] == 250
+    assert resolve_spec("CartPole-v1", max_episode_frames=100).settings["max_episode_steps"] == 100
+
+
 def test_atari_grayscale_frames_have_one_channel():
     # The atari100k-cpu preset's frames: ALE's luminance, one channel, stacked as RGB is.
     with make_env("pong", num_envs=2, seed=0, image_size=64, grayscale=True) as env:

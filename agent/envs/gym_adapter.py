@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import os
 import re
 import sys
@@ -158,7 +159,12 @@ def _run_gymnasium_checker(env: gymnasium.Env, name: str) -> None:
 def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, frame_stack: int,
           max_episode_frames: int, action_repeat: int) -> EnvSpec:
     action_space, obs_space = env.action_space, env.observation_space
-    settings = {"mode": mode, "max_episode_steps": max_episode_frames, "autoreset": "same_step",
+    # The env's own time limit (gymnasium's, in env steps) ends episodes too: the cap in
+    # agent steps is whichever comes first (DMC's 1,000 steps are 500 at action repeat 2).
+    own_limit = env.spec.max_episode_steps if env.spec is not None else None
+    cap = max_episode_frames if own_limit is None else min(
+        max_episode_frames, math.ceil(own_limit / action_repeat))
+    settings = {"mode": mode, "max_episode_steps": cap, "autoreset": "same_step",
                 "action_repeat": action_repeat}
     if isinstance(env, gymnasium.wrappers.FlattenObservation):
         settings.update(observation=f"Dict {sorted(env.env.observation_space)} flattened")
