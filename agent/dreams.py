@@ -6,7 +6,8 @@ actions. Per depth k it is compared with what really happened:
 
 - reward error   |dreamed reward of step k - real (clipped) reward r_{t+k-1}|
 - value error    |dreamed value at k - real discounted return from t+k|
-                 (bootstrapped with the search value where a recording stops early)
+                 (bootstrapped with the search value where a recording stops before
+                 the episode's terminal: cut by the recording or by a time limit)
 - policy KL      KL(search policy at t+k || dreamed policy at k); for Box actions over
                  the search's arms, the dreamed density renormalised over them
 - latent cosine  cos(dreamed latent at k, representation of the real observation t+k)
@@ -42,13 +43,14 @@ class Windows:
 
 def discounted_returns(traj: evaluate_lib.Trajectory, *, discount: float,
                        clip_rewards: bool) -> np.ndarray:
-    """[T] real discounted returns; an incomplete recording is closed with its last
-    search value (the best estimate of the unseen rest)."""
+    """[T] real discounted returns; a recording that stops before a terminal (cut by the
+    recording's length or by a time limit: the episode went on) is closed with its last
+    search value, the best estimate of the unseen rest."""
     rewards = np.clip(traj.rewards, -1, 1) if clip_rewards else traj.rewards
     returns = np.zeros(len(rewards), np.float32)
-    running = 0.0 if traj.complete else float(traj.values[-1])
-    last = len(rewards) - (0 if traj.complete else 1)
-    if not traj.complete:
+    running = 0.0 if traj.terminal else float(traj.values[-1])
+    last = len(rewards) - (0 if traj.terminal else 1)
+    if not traj.terminal:
         returns[last] = running
     for t in range(last - 1, -1, -1):
         running = rewards[t] + discount * running

@@ -34,7 +34,7 @@ class Trajectory:
     rewards: np.ndarray  # [T] float32 raw reward after each action
     policies: np.ndarray  # [T, A] search policy (Box actions: over the arms)
     values: np.ndarray  # [T] search root value
-    complete: bool  # the recording reaches the episode's end
+    terminal: bool  # the recording reaches the episode's terminal (not a time-limit cut)
     arms: np.ndarray | None = None  # Box actions: [T, K, D] the search's arms (pre-tanh)
 
 
@@ -77,8 +77,9 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
             if ended[i] and len(returns[i]) < quota[i]:
                 returns[i].append(float(step.episode_return[i]))
                 if record_steps:
-                    trajectories.append(_trajectory(recording[i], step.episode_length[i],
-                                                    record_steps))
+                    terminal = (step.episode_length[i] <= record_steps
+                                and bool(step.terminated[i]))
+                    trajectories.append(_trajectory(recording[i], terminal))
             if ended[i]:
                 recording[i] = []
         if record_video and not returns[0]:
@@ -88,12 +89,12 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
                     trajectories=trajectories)
 
 
-def _trajectory(steps: list[tuple], length: int, record_steps: int) -> Trajectory:
+def _trajectory(steps: list[tuple], terminal: bool) -> Trajectory:
     *fields, arms = zip(*steps, strict=True)
     obs, actions, rewards, policies, values = (np.stack(x) for x in fields)
     return Trajectory(obs=obs, actions=actions, rewards=rewards.astype(np.float32),
                       policies=policies, values=values.astype(np.float32),
-                      complete=length <= record_steps,
+                      terminal=terminal,
                       arms=None if arms[0] is None else np.stack(arms))
 
 

@@ -38,7 +38,7 @@ def _chain_model(*, reward_bias=0.0, value_bias=0.0):
 def _windows(horizon=4):
     traj = Trajectory(obs=np.eye(N + 1, dtype=np.float32)[:N], actions=np.zeros(N, np.int32),
                       rewards=np.ones(N, np.float32), policies=np.full((N, 2), 0.5),
-                      values=np.zeros(N, np.float32), complete=True)
+                      values=np.zeros(N, np.float32), terminal=True)
     return make_windows([traj], horizon=horizon, discount=GAMMA, clip_rewards=True)
 
 
@@ -48,10 +48,11 @@ def test_returns_of_a_complete_episode_are_the_true_values():
                                rtol=1e-5)
 
 
-def test_incomplete_recording_is_closed_with_the_search_value():
+def test_recording_without_a_terminal_is_closed_with_the_search_value():
+    # Cut by the recording's length or by a time limit: the episode went on.
     traj = Trajectory(obs=np.zeros((3, 1)), actions=np.zeros(3, np.int32),
                       rewards=np.array([1.0, 2.0, 5.0]), policies=np.ones((3, 1)),
-                      values=np.array([0.0, 0.0, 10.0]), complete=False)
+                      values=np.array([0.0, 0.0, 10.0]), terminal=False)
     np.testing.assert_allclose(discounted_returns(traj, discount=0.5, clip_rewards=True),
                                [1 + 0.5 * (1 + 0.5 * 10), 1 + 0.5 * 10, 10])
 
