@@ -10,23 +10,29 @@ ARGS ?=
 
 .PHONY: install train test lint constraints clean
 
-$(BIN)/dreamzero: pyproject.toml constraints.txt
+# Training needs the core alone; the tests and lint add the dev extra (pytest, ruff, Ray,
+# MinAtar) on top.
+$(VENV)/.core: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.core
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(BIN)/dreamzero
+install: $(VENV)/.core
 
 train: install
 	$(BIN)/dreamzero train $(ARGS)
 
-test: install
+test: $(VENV)/.dev
 	@echo "tested with (constraints.txt):"
 	@$(BIN)/pip list 2>/dev/null | grep -i -E '^(jax|jaxlib|flax|optax|mctx|orbax-checkpoint) '
 	$(BIN)/pytest -n 2 tests
 
-lint: install
+lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 # The newest versions pyproject.toml's ranges allow, resolved in a throwaway venv (so
