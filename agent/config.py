@@ -205,12 +205,13 @@ def atari100k() -> Config:
 
 
 def atari100k_cpu() -> Config:
-    """The Atari-100k protocol on a 2-core CPU: about 1.3 h a game (docs/results/atari100k_cpu.md).
+    """The Atari-100k protocol on a 2-core CPU: about 1.3 h a game; no game is learnt yet
+    (docs/results/atari100k_cpu.md).
 
     The benchmark is EfficientZero's (the env wrapper, 100k agent steps, raw scores in
     evaluation); the agent is the quickstart's, sized for CPU-seconds. Each value below was
     timed with `scripts/bench_train.py --preset atari100k-cpu -- FLAGS`:
-    - 64 x 64 grayscale frames, stack 4 (a ninth of 96 x 96 RGB's values).
+    - 64 x 64 grayscale frames, stack 4 (a seventh of 96 x 96 RGB's values).
     - The frames enter the MLP as 16 keypoints (`model.keypoints`), as small images do in
       the quickstart: 3.3 updates/s at batch 64 against 0.9 with the conv stem (32
       channels, 8 x 8 latent) and 1.6 with that stem on 48 x 48 frames.
@@ -219,7 +220,8 @@ def atari100k_cpu() -> Config:
       every action. Q-values are normalised by a range of at least 1 (a clipped reward):
       with EfficientZero's 0.01, or 0.1, an early model's Q noise across actions (0.04 on
       Boxing) filled the whole scale and the policy collapsed onto one action (entropy
-      below 1 nat by 14k-16k env steps; Boxing's greedy policy at -30 after 50k).
+      below 1 nat by 14k-16k env steps); with 1 it held for 20k env steps, then narrowed
+      too. Boxing is not learnt at any of the three (greedy -30 and -59 at 50k).
     - One update per 4 env steps (25k updates) at batch 32 (5.6 updates/s), EfficientZero's
       5-step value targets, the target network refreshed every 100 updates, DrQ's shifts.
     - 32 final evaluation episodes (EfficientZero's count), 16 at a time.
