@@ -34,7 +34,7 @@ _TRAIN_SHORTCUTS = {"--env": "--env.name", "--env-steps": "--train.env-steps"}
 
 def _train_description() -> str:
     presets = "\n".join(
-        f"  {name:<11} {fn.__doc__.splitlines()[0]}" for name, fn in config_lib.PRESETS.items()
+        f"  {name:<13} {fn.__doc__.splitlines()[0]}" for name, fn in config_lib.PRESETS.items()
     )
     return (
         "Train a dreamzero agent. Rerunning the same command with the same --logdir resumes "

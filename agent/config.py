@@ -266,38 +266,23 @@ def smoke() -> Config:
 
 def quickstart() -> Config:
     """The default of `dreamzero train`: learns the built-in catch game on a laptop CPU,
-    and the preset `dreamzero train --env X` gives any other env.
+    and the preset `dreamzero train --env X` gives any other env. Each value's
+    measurement is in docs/results/ladder_cpu.md (the ladder over seeds 0-4 or 0-9):
 
-    Sizes follow the env spec through the model's rules: images of at most
-    `model.max_flat_image` values (catch, MinAtar, small grids) take the MLP path of width
-    `vector_hidden`, like vector observations, as 16 keypoints (each the row and column
-    where a channel of a small conv net fires); larger images keep the conv path
-    (downsampled to 6-11 px from 24 px up). Flattened pixels gave the grid's MLP weights of
-    its own for every cell, and it learnt nothing in 5k env steps (11% of episodes at the
-    goal, random 29%); keypoints put the agent's and the goal's positions in the same inputs
-    on every board (the grid solved, catch learnt sooner). One update per env step: at a
-    quarter of that catch was still near random after 8k steps. Value targets take one real
-    reward, then the reanalysis search's value (`value_target="search"`, `td_steps=1`): the
-    seeds that failed catch had learnt the value of the replay's near-random acting policy,
-    not which balls can still be caught. In a short run most of the replay comes from much
-    worse policies than the current one, and every real step in a target is a step of
-    theirs; the search's value is the current policy's. The target network is refreshed
-    every 50 updates: with one real step per target, what the value knows travels back along
-    the episode through those refreshes. Value bins stay EfficientZero's (1 wide in h's
-    units): bins 0.1 wide solved catch on every seed but left Acrobot's value, which must
-    grow to about -80, far behind its targets. The root's Dirichlet noise has alpha 1
-    (EfficientZero's 0.3 is for Atari's 18 actions; AlphaZero scales alpha down as the legal
-    moves grow): over 3 actions the largest share of Dir(0.3) averages 0.77 of the noise's
-    quarter of the prior, of Dir(1) 0.61, so fewer of the 8 simulations follow one random
-    action. Catch over seeds 0-9: mean 7.24 against 5.37, the worst seed 2.03 against -1.81.
-    Reward (value-prefix) bins are 0.1 wide in h's units, 25 a side (reach 11.2; five steps
-    of DMC's rewards, up to 2 a step with its action repeat, sum to at most 10); the value's
-    stay 1 wide. On unit bins the targets of rewards -1, 0 and +1 all put 58% or more of
-    their mass on bin 0, and catch's models learnt a miss (-1) but under-predicted a catch
-    (+1 predicted at 0.03 to 0.70). With the narrow reward bins the landing steps' reward
-    error fell from 0.15 to 0.10, and catch over seeds 0-9: mean 7.56 against 7.24, solved
-    on 6 against 4, and learnt sooner (mean 0.35 against -1.48 at 4k env steps)
-    (docs/results/ladder_cpu.md)."""
+    - images of at most `model.max_flat_image` values (catch, MinAtar, small grids) enter
+      an MLP of width 64 as 16 keypoints (flattened pixels: the grid at the goal in 11%
+      of episodes against 77-100%); larger images take the conv path;
+    - value bins 1 wide in h's units (0.1-wide bins left Acrobot at -500), reward
+      (value-prefix) bins 0.1 wide (catch solved on 6 of seeds 0-9 against 4);
+    - pUCT x 8 for Discrete actions with the root noise's alpha 1 (catch mean 7.24
+      against 5.37 at 0.3), Gumbel x 8 for Box ones;
+    - one update per env step at batch 32 (a quarter of that left catch near random);
+    - value targets of one real reward, then the reanalysis search's value
+      (`value_target="search"`, `td_steps=1`), the target network refreshed every 50
+      updates: the seeds that failed catch with n-step targets had learnt the value of
+      the replay's near-random acting;
+    - 64 final evaluation episodes (over 16 a catch seed's mean has a standard error of
+      about 0.5)."""
     return Config(
         preset="quickstart",
         env=EnvConfig(name="catch", num_envs=4, frame_stack=1),
