@@ -72,6 +72,9 @@ def test_loss_metrics_priorities_and_gradients(model):
         assert np.isfinite(metrics[f"loss/{name}"]), name
     assert "value/mean" in metrics
     assert -1.0 <= metrics["loss/consistency"] <= 1.0
+    targets = np.asarray(batch.target_policies[:, 0])
+    np.testing.assert_allclose(metrics["policy/target_entropy"],
+                               -(targets * np.log(targets)).sum(-1).mean(), rtol=1e-5)
     np.testing.assert_allclose(metrics["loss/total"], loss)
 
     assert priorities.shape == (B,) and (priorities > 0).all()

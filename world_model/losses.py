@@ -158,6 +158,9 @@ def compute_loss(
         "value/target_mean": batch.target_values[:, 0].mean(),
         "reward/mean": unrolled.reward.mean(),
         "policy/entropy": entropy[:, 0].mean(),
+        # The search's targets at the root: they narrow before the policy does when the
+        # search turns noise in its Q-values into preferences.
+        "policy/target_entropy": _target_entropy(batch.target_policies[:, 0]).mean(),
     }
     return loss, (jax.lax.stop_gradient(metrics), priorities)
 
@@ -170,6 +173,11 @@ def _cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 def _entropy(logits: jax.Array) -> jax.Array:  # [..., A] -> [...]
     log_p = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def _target_entropy(targets: jax.Array) -> jax.Array:  # [..., A] distributions -> [...]
+    return -jnp.sum(jnp.where(targets > 0, targets * jnp.log(jnp.maximum(targets, 1e-12)), 0.0),
+                    axis=-1)
 
 
 def _value_prefix_targets(rewards: jax.Array, *, horizon: int) -> jax.Array:
