@@ -247,7 +247,7 @@ class GymEnv(VectorEnv):
             self._action_to_env = lambda a: int(a) + start
         self._seed = seed
         self._repeat = action_repeat
-        self._cap = max_episode_frames
+        self._cap = spec.settings["max_episode_steps"]  # ours or the env's own, the sooner
         self._t = np.zeros(num_envs, np.int64)  # [N] steps in this episode
         self._stack = np.zeros((num_envs, spec.stack, *spec.frame_shape),
                                np.dtype(spec.frame_dtype))  # [N, stack, *frame]
