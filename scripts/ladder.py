@@ -71,7 +71,8 @@ TASKS = (
     Task("grid", "examples/grid_env.py:Grid", 5_000, "goal", 0.8, best="0.94 (100% goal)"),
     # Breakout: the most catch-like MinAtar game, with episodes short enough (random: ~9
     # steps) to keep evaluation cheap. 10k steps: about 10 minutes of one core, scaled from
-    # catch's 8k in 8 CPU-minutes (docs/results/quickstart_cpu.md) at the same model size.
+    # catch's 8k in 8 CPU-minutes (docs/results/quickstart_cpu.md, removed; see commit
+    # 52fbb9e) at the same model size.
     # MinAtar's own protocol stays: sticky actions (p = 0.1) and difficulty ramping.
     Task("minatar-breakout", "MinAtar/Breakout-v1", 10_000, "above_random", None, best="—"),
     # Box actions (the sampled search): swing the pendulum up and hold it.
