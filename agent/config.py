@@ -267,7 +267,7 @@ def smoke() -> Config:
 def quickstart() -> Config:
     """The default of `dreamzero train`: learns the built-in catch game on a laptop CPU,
     and the preset `dreamzero train --env X` gives any other env. Each value's
-    measurement is in docs/results/ladder_cpu.md (the ladder over seeds 0-4 or 0-9):
+    measurement is in docs/notes/ladder_2026-12.md (the ladder over seeds 0-4 or 0-9):
 
     - images of at most `model.max_flat_image` values (catch, MinAtar, small grids) enter
       an MLP of width 64 as 16 keypoints (flattened pixels: the grid at the goal in 11%
