@@ -120,8 +120,9 @@ class TrainConfig:
     td_steps: int = 5
     discount: float = 0.997**4
     """Discount per agent step (EfficientZero: 0.997 per frame, frame skip 4)."""
-    clip_rewards: bool = True
-    """Clip learning targets' rewards to [-1, 1] (scores stay raw)."""
+    clip_rewards: bool | None = None
+    """Clip learning targets' rewards to [-1, 1] (scores stay raw). None: only for Atari
+    games, whose protocol clips; any other env's rewards are learnt as it gives them."""
     target_update_interval: int = 200
     """Updates between target-network refreshes."""
     updates_per_call: int = 1
@@ -150,6 +151,10 @@ class TrainConfig:
     """Random shift (pad 4) and intensity on training images (DrQ / SPR)."""
     temperatures: tuple[float, ...] = (1.0, 0.5, 0.25)
     """Acting temperature over equal thirds of training (muzero search)."""
+
+    def clips_rewards(self, env_kind: str) -> bool:
+        """`clip_rewards` for an env of this kind (EnvSpec.kind), None resolved."""
+        return env_kind == "atari" if self.clip_rewards is None else self.clip_rewards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,8 +320,8 @@ def dmc() -> Config:
 
     Each action is repeated 2 env steps; 100k env steps are 50k agent steps. Needs the
     `dmc` extra (pip install -e '.[dmc]'). The agent is the quickstart's (which learns
-    Pendulum-v1, docs/results/continuous_cpu.md), with DMC's rewards (0..1 a step) kept
-    unclipped and a discount of 0.997 per env step (EfficientZero-V2's)."""
+    Pendulum-v1, docs/results/continuous_cpu.md), with a discount of 0.997 per env step
+    (EfficientZero-V2's)."""
     base = quickstart()
     return dataclasses.replace(
         base,
@@ -325,7 +330,7 @@ def dmc() -> Config:
                       action_repeat=2),
         replay=ReplayConfig(capacity=50_000),
         train=dataclasses.replace(base.train, env_steps=50_000, start_steps=2_000,
-                                  clip_rewards=False, discount=0.997**2),
+                                  discount=0.997**2),
         log=LogConfig(log_interval=1_000, eval_interval=5_000, eval_episodes=10,
                       checkpoint_interval=5_000),
     )

@@ -147,11 +147,11 @@ def format_table(table: dict[str, np.ndarray]) -> str:
 def dreams_run(run_dir: Path, *, horizon: int = 10, episodes: int = 4, seed: int = 2_000,
                record_steps: int = 500) -> dict[str, np.ndarray]:
     """`dreamzero dreams`: collect held-out episodes, print and save the per-k table."""
-    cfg, graphdef, params, env_steps, env_kwargs = evaluate_lib.load_model(run_dir)
-    played = evaluate_lib.run_episodes(cfg, graphdef, params, env_kwargs, episodes=episodes,
-                                       seed=seed, record_steps=record_steps)
+    cfg, graphdef, params, env_steps, spec = evaluate_lib.load_model(run_dir)
+    played = evaluate_lib.run_episodes(cfg, graphdef, params, cfg.env.keywords(),
+                                       episodes=episodes, seed=seed, record_steps=record_steps)
     windows = make_windows(played.trajectories, horizon=horizon, discount=cfg.train.discount,
-                           clip_rewards=cfg.train.clip_rewards)
+                           clip_rewards=cfg.train.clips_rewards(spec.kind))
     table = model_fidelity(graphdef, params, windows)
     print(f"dream fidelity of {run_dir} at {env_steps} env steps "
           f"({len(windows.actions)} windows from {episodes} held-out episodes; "

@@ -127,10 +127,9 @@ def summary_line(result: dict) -> str:
 
 
 def load_model(run_dir: Path):
-    """(cfg, graphdef, params, env_steps, env_kwargs) of a run's latest checkpoint."""
+    """(cfg, graphdef, params, env_steps, spec) of a run's latest checkpoint."""
     cfg, _ = checkpoint_lib.read_config(run_dir)
-    env_kwargs = cfg.env.keywords()
-    env = make_env(cfg.env.name, num_envs=1, seed=0, mode="eval", **env_kwargs)
+    env = make_env(cfg.env.name, num_envs=1, seed=0, mode="eval", **cfg.env.keywords())
     spec = env.spec
     env.close()
     graphdef, params = make_model(cfg.model, spec.obs_shape, spec.num_actions, seed=cfg.seed,
@@ -138,14 +137,14 @@ def load_model(run_dir: Path):
     checkpointer = checkpoint_lib.Checkpointer(run_dir, read_only=True)
     params, counters = checkpointer.restore_params(params)
     checkpointer.close()
-    return cfg, graphdef, params, counters["env_steps"], env_kwargs
+    return cfg, graphdef, params, counters["env_steps"], spec
 
 
 def evaluate_run(run_dir: Path, *, episodes: int | None = None, video: bool = False,
                  seed: int = 1_000) -> dict:
     """`dreamzero evaluate`: loads the latest checkpoint, plays, writes eval.json."""
-    cfg, graphdef, params, env_steps, env_kwargs = load_model(run_dir)
-    played = run_episodes(cfg, graphdef, params, env_kwargs,
+    cfg, graphdef, params, env_steps, _ = load_model(run_dir)
+    played = run_episodes(cfg, graphdef, params, cfg.env.keywords(),
                           episodes=episodes or cfg.log.eval_episodes, seed=seed,
                           record_video=video)
     result = write_eval(run_dir, cfg.env.name, env_steps, played.returns)

@@ -67,9 +67,12 @@ def _before_first(events: jax.Array) -> jax.Array:
 
 
 def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
-               sample: replay_lib.Sample, rng, *, stack: int, is_image: bool,
+               sample: replay_lib.Sample, rng, *, stack: int, is_image: bool, clip_rewards: bool,
                recurrent_fn) -> Batch:
-    """Replay sample -> world_model.Batch with reanalysed targets. Pure; runs under jit."""
+    """Replay sample -> world_model.Batch with reanalysed targets. Pure; runs under jit.
+
+    `clip_rewards`: `cfg.train.clip_rewards` resolved for the env (TrainConfig.clips_rewards).
+    """
     t = cfg.train
     unroll, td = t.unroll_steps, t.td_steps
     rows, times = sample.rows, sample.times  # [B], [B]
@@ -83,7 +86,7 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     cuts = ends & ~replay_lib.window(replay.terminals, rows, times, unroll + td)  # [B, K+td]
     known = _before_first(cuts)  # [B, K+td+1]
     rewards = replay_lib.window(replay.rewards, rows, times, unroll + td)  # [B, K+td]
-    if t.clip_rewards:
+    if clip_rewards:
         rewards = jnp.clip(rewards, -1.0, 1.0)
 
     age = (replay.written - 1 - times) * replay.num_envs  # [B] transitions

@@ -196,7 +196,9 @@ def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec, mesh: Mesh | No
         flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [M * B]
         flat = split(flat, P(BATCH_AXIS))
         batch = make_batch(cfg, graphdef, state.target_params, replay, flat, reanalyse_rng,
-                           stack=spec.stack, is_image=spec.is_image, recurrent_fn=recurrent_fn)
+                           stack=spec.stack, is_image=spec.is_image,
+                           clip_rewards=cfg.train.clips_rewards(spec.kind),
+                           recurrent_fn=recurrent_fn)
         if cfg.train.augment and spec.is_image:
             batch = batch.replace(observations=augment(augment_rng, batch.observations))
         batches = jax.tree.map(lambda x: x.reshape(betas.shape[0], -1, *x.shape[1:]), batch)
@@ -351,7 +353,7 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
                 record = _summarise(window, counters, checkpointer)
                 if evaluate_now and not done:
                     record |= _periodic_evaluation(cfg, graphdef, state.params, env_kwargs,
-                                                   seed=counters["env_steps"])
+                                                   env_kind=spec.kind, seed=counters["env_steps"])
                 log.write(record)
                 if record.get("episode_return") is not None:
                     bar.set_postfix(ret=f"{record['episode_return']:.1f}",
@@ -423,7 +425,7 @@ def _check_finite(window: _Window, checkpointer) -> dict:
     return stacked
 
 
-def _periodic_evaluation(cfg: Config, graphdef, params, env_kwargs: dict, *,
+def _periodic_evaluation(cfg: Config, graphdef, params, env_kwargs: dict, *, env_kind: str,
                          seed: int) -> dict:
     """A tenth of the final evaluation's episodes (at least one parallel batch), and the
     dream fidelity on those same held-out episodes."""
@@ -435,7 +437,7 @@ def _periodic_evaluation(cfg: Config, graphdef, params, env_kwargs: dict, *,
     with contextlib.suppress(ValueError):
         record |= dreams.fidelity_metrics(graphdef, params, played.trajectories,
                                           horizon=_DREAM_HORIZON, discount=cfg.train.discount,
-                                          clip_rewards=cfg.train.clip_rewards)
+                                          clip_rewards=cfg.train.clips_rewards(env_kind))
     return record
 
 

@@ -40,6 +40,18 @@ def test_shortcuts_and_overrides_reach_the_config():
     assert cfg.train.batch_size == config_lib.smoke().train.batch_size
 
 
+def test_rewards_are_clipped_by_default_only_where_the_protocol_clips():
+    """Atari-100k clips learning rewards to [-1, 1]; another env's rewards are its own
+    (MountainCarContinuous-v0's +100 flag must outweigh the fuel), unless a flag says."""
+    for name in config_lib.PRESETS:
+        train = config_lib.preset(name).train
+        assert train.clips_rewards("atari")
+        assert not any(train.clips_rewards(kind) for kind in ("gym", "custom", "builtin"))
+    on = parse_train_args(["--env", "CartPole-v1", "--train.clip-rewards", "True"]).train
+    off = parse_train_args(["--env", "pong", "--train.clip-rewards", "False"]).train
+    assert on.clips_rewards("gym") and not off.clips_rewards("atari")
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

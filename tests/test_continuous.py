@@ -128,7 +128,7 @@ def test_dmc_preset_follows_efficientzero_v2s_protocol():
     config_lib.validate(cfg)
     assert cfg.env.name.startswith("dm_control/") and cfg.env.action_repeat == 2
     assert cfg.train.env_steps * cfg.env.action_repeat == 100_000  # env steps
-    assert not cfg.train.clip_rewards
+    assert not cfg.train.clips_rewards("gym")  # DMC's 0..1 a step, learnt as they come
 
 
 def test_dm_control_without_shimmy_names_the_extra(monkeypatch):

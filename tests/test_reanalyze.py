@@ -86,8 +86,7 @@ def _window_setup(value_target: str, *, value_prefix: bool = True,
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, value_prefix=value_prefix),
                               search=dataclasses.replace(cfg.search, kind=search_kind),
                               train=dataclasses.replace(
-        cfg.train, reanalyze_fraction=1.0, discount=0.9, clip_rewards=False,
-        value_target=value_target,
+        cfg.train, reanalyze_fraction=1.0, discount=0.9, value_target=value_target,
         env_steps=100))  # the TD horizon shrinks by one every 30 transitions of age
     stack, num_envs, steps = STACK, NUM_ENVS, STEPS
     graphdef, params = make_model(cfg.model, (10, 10, stack), 3, seed=0)
@@ -108,7 +107,8 @@ def _window_setup(value_target: str, *, value_prefix: bool = True,
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=0.9)
     rng = jax.random.key(7)
     batch = jax.jit(functools.partial(make_batch, cfg, graphdef, stack=stack, is_image=True,
-                                      recurrent_fn=recurrent_fn))(params, replay, sample, rng)
+                                      clip_rewards=False, recurrent_fn=recurrent_fn))(
+        params, replay, sample, rng)
 
     def observation(row, time):  # [stack, 10, 10, 1] -> [10, 10, stack]
         stacked = replay_lib.gather_stacks(replay, jnp.array([row]), jnp.array([time]),
