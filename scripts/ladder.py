@@ -8,7 +8,7 @@
 Every run is the default preset, exactly
 
     dreamzero train --env ENV --env-steps N --seed S --logdir RUNS_DIR/TASK/seedS \\
-        --log.progress False
+        --log.progress False --log.eval-interval N/10
 
 followed by whatever comes after a bare `--`. Runs whose eval.json exists are reused, so
 rerunning an interrupted ladder resumes it (each unfinished run from its last checkpoint);
@@ -18,7 +18,9 @@ rerunning an interrupted ladder resumes it (each unfinished run from its last ch
 Per task the ladder measures a uniform random policy itself (eval-mode envs, the runs' env
 settings), bootstraps 95% CIs of the mean and IQM of the seeds' final greedy returns
 (rliable, stratified bootstrap of the [seeds x 1] score matrix), counts the seeds that
-solved the task, and writes a Markdown table to --out.
+solved the task, counts its late drops (seeds whose final greedy return lies below their
+own best evaluation by more than the task's margin: a learnt task handed back unlearnt),
+and writes a Markdown table to --out (default RUNS_DIR/ladder.md).
 """
 
 from __future__ import annotations
@@ -62,21 +64,29 @@ class Task:
     when the lower end of the 95% CI of the mean return over seeds lies above random."""
     threshold: float | None
     best: str  # best achievable return, as the table shows it
+    margin: float
+    """A late drop: the final greedy return below the seed's best evaluation by more than
+    this (about a sixth of the gap from random to best)."""
 
 
 TASKS = (
-    Task("catch", "catch", 8_000, "return", 8.0, best="10"),
-    Task("cartpole", "CartPole-v1", 10_000, "return", 475.0, best="500"),
-    Task("acrobot", "Acrobot-v1", 20_000, "return", -100.0, best="≈ −60"),
-    Task("grid", "examples/grid_env.py:Grid", 5_000, "goal", 0.8, best="0.94 (100% goal)"),
+    Task("catch", "catch", 8_000, "return", 8.0, best="10", margin=3.0),
+    Task("cartpole", "CartPole-v1", 10_000, "return", 475.0, best="500", margin=75.0),
+    Task("acrobot", "Acrobot-v1", 20_000, "return", -100.0, best="≈ −60", margin=75.0),
+    Task("grid", "examples/grid_env.py:Grid", 5_000, "goal", 0.8, best="0.94 (100% goal)",
+         margin=0.2),
+    # A sparse reward at the end of a line: a greedy policy that loops never arrives.
+    Task("corridor", "examples/corridor_env.py:Corridor", 5_000, "return", 0.8, best="0.90",
+         margin=0.2),
     # Breakout: the most catch-like MinAtar game, with episodes short enough (random: ~9
     # steps) to keep evaluation cheap. 10k steps: about 10 minutes of one core, scaled from
     # catch's 8k in 8 CPU-minutes (docs/results/quickstart_cpu.md, removed; see commit
     # 52fbb9e) at the same model size.
     # MinAtar's own protocol stays: sticky actions (p = 0.1) and difficulty ramping.
-    Task("minatar-breakout", "MinAtar/Breakout-v1", 10_000, "above_random", None, best="—"),
+    Task("minatar-breakout", "MinAtar/Breakout-v1", 10_000, "above_random", None, best="—",
+         margin=1.5),
     # Box actions (the sampled search): swing the pendulum up and hold it.
-    Task("pendulum", "Pendulum-v1", 20_000, "return", -200.0, best="≈ −150"),
+    Task("pendulum", "Pendulum-v1", 20_000, "return", -200.0, best="≈ −150", margin=150.0),
 )
 QUICK_TASKS = ("catch", "cartpole", "grid")
 
@@ -87,6 +97,7 @@ class SeedResult:
     env_steps: int  # as trained, from eval.json
     returns: list[float]  # per evaluation episode, from eval.json
     wall_s: float | None  # None: the ladder did not time this run
+    curve: tuple[tuple[int, float], ...] = ()  # (env steps, mean greedy return) per periodic eval
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,19 @@ def seed_solved(task: Task, returns: list[float], random_mean: float) -> bool:
     return float(np.mean(returns)) > random_mean
 
 
+def best_evaluation(seed: SeedResult) -> tuple[int, float]:
+    """(env steps, mean greedy return) of the seed's best evaluation, the final one included
+    (the latest of equals)."""
+    final = (seed.env_steps, float(np.mean(seed.returns)))
+    return max([*seed.curve, final], key=lambda point: (point[1], point[0]))
+
+
+def late_drop(task: Task, seed: SeedResult) -> bool:
+    """Whether the final greedy return lies below the seed's best evaluation by more than
+    the task's margin."""
+    return float(np.mean(seed.returns)) < best_evaluation(seed)[1] - task.margin
+
+
 def task_solved(summary: Summary) -> bool | None:
     """The task-level verdict of an `above_random` task; None for the other rules."""
     if summary.task.rule != "above_random" or summary.mean is None:
@@ -156,8 +180,19 @@ def load_seeds(runs_dir: Path, task: Task, seeds: list[int]) -> list[SeedResult]
         if (run / "eval.json").is_file():
             final = json.loads((run / "eval.json").read_text())
             results.append(SeedResult(seed, int(final["env_steps"]),
-                                      [float(r) for r in final["returns"]], read_wall(run)))
+                                      [float(r) for r in final["returns"]], read_wall(run),
+                                      read_curve(run)))
     return results
+
+
+def read_curve(run: Path) -> tuple[tuple[int, float], ...]:
+    """The periodic evaluations in the run's metrics.jsonl, in env-step order."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return ()
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return tuple((int(r["env_steps"]), float(r["eval/mean_return"])) for r in records
+                 if "eval/mean_return" in r)
 
 
 def summarize(task: Task, seeds: list[SeedResult], planned: int, random: list[float], *,
@@ -222,11 +257,20 @@ def _env_steps(summary: Summary) -> str:
     return ", ".join(f"{n:,}" for n in steps)
 
 
+def _late_drops(summary: Summary) -> str:
+    """Late drops over the seeds with periodic evaluations ("—" when none has them)."""
+    tracked = [s for s in summary.seeds if s.curve]
+    if not tracked:
+        return "—"
+    drops = sum(late_drop(summary.task, s) for s in tracked)
+    return f"{drops}/{len(tracked)} (margin {_num(summary.task.margin)})"
+
+
 def task_table(summaries: list[Summary]) -> list[str]:
     lines = [
         "| Task | Env steps | Seeds | Mean return [95% CI] | IQM [95% CI] | Random | Best "
-        "| Solve rule | Solved | Wall / run | Wall, all runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "| Solve rule | Solved | Late drops | Wall / run | Wall, all runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for s in summaries:
         mean_wall, total_wall = _walls(s)
@@ -234,18 +278,24 @@ def task_table(summaries: list[Summary]) -> list[str]:
             f"| {s.task.name} (`{s.task.env}`) | {_env_steps(s)} "
             f"| {len(s.seeds)}/{s.planned} | {_estimate(s.mean)} | {_estimate(s.iqm)} "
             f"| {_returns(s.task, s.random)} | {s.task.best} | {_rule(s.task)} | {_solved(s)} "
-            f"| {_duration(mean_wall)} | {_duration(total_wall)} |")
+            f"| {_late_drops(s)} | {_duration(mean_wall)} | {_duration(total_wall)} |")
     return lines
 
 
 def seed_table(summaries: list[Summary]) -> list[str]:
-    lines = ["| Task | Seed | Greedy return | Solved | Wall |", "|---|---:|---:|:-:|---:|"]
+    lines = ["| Task | Seed | Greedy return | Solved | Best evaluation (env steps) | Late drop "
+             "| Greedy returns over training | Wall |",
+             "|---|---:|---:|:-:|---:|:-:|---|---:|"]
     for s in summaries:
         random_mean = float(np.mean(s.random))
         for seed in s.seeds:
             solved = "✓" if seed_solved(s.task, seed.returns, random_mean) else "✗"
+            steps, best = best_evaluation(seed)
+            drop = ("✗" if late_drop(s.task, seed) else "—") if seed.curve else ""
+            curve = ", ".join(_num(r) for _, r in seed.curve)
             lines.append(f"| {s.task.name} | {seed.seed} | {_returns(s.task, seed.returns)} "
-                         f"| {solved} | {_duration(seed.wall_s)} |")
+                         f"| {solved} | {_num(best)} ({steps:,}) | {drop} | {curve} "
+                         f"| {_duration(seed.wall_s)} |")
     return lines
 
 
@@ -253,7 +303,7 @@ def render_section(summaries: list[Summary], *, label: str, header: dict[str, st
                    extra: list[str], reps: int = REPS) -> str:
     """One Markdown section: heading, provenance, the task table and the per-seed table."""
     train = ("dreamzero train --env ENV --env-steps N --seed S --logdir RUNS_DIR/TASK/seedS "
-             "--log.progress False")
+             "--log.progress False --log.eval-interval N/10")
     if extra:
         train += " " + shlex.join(extra)
     lines = [
@@ -267,7 +317,10 @@ def render_section(summaries: list[Summary], *, label: str, header: dict[str, st
         "",
         "Returns are each seed's final greedy evaluation (eval.json), mean and IQM over seeds "
         f"with 95% stratified-bootstrap CIs (rliable, percentile, {reps} reps); Random is a "
-        "uniform random policy measured here on the same env.",
+        "uniform random policy measured here on the same env. Every tenth of a run a "
+        "periodic greedy evaluation (a tenth of the final one's episodes, at least one per "
+        "eval env) records the curve; a late drop is a final return below the seed's best "
+        "evaluation by more than the task's margin.",
         "",
         *task_table(summaries),
         "",
@@ -321,7 +374,8 @@ def run_dir(runs_dir: Path, task: Task, seed: int) -> Path:
 def train_args(task: Task, seed: int, logdir: Path, extra: list[str]) -> list[str]:
     """The arguments after `dreamzero train`."""
     return ["--env", task.env, "--env-steps", str(task.env_steps), "--seed", str(seed),
-            "--logdir", str(logdir), "--log.progress", "False", *extra]
+            "--logdir", str(logdir), "--log.progress", "False",
+            "--log.eval-interval", str(task.env_steps // 10), *extra]
 
 
 def dreamzero() -> str:
@@ -421,8 +475,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="each run's logdir is RUNS_DIR/TASK/seedS (default runs/ladder)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the selected runs and train them again")
-    parser.add_argument("--out", type=Path, default=Path("docs/results/ladder_cpu.md"),
-                        help="Markdown file to write (default docs/results/ladder_cpu.md)")
+    parser.add_argument("--out", type=Path,
+                        help="Markdown file to write (default RUNS_DIR/ladder.md)")
     parser.add_argument("--append", action="store_true",
                         help="append a section to --out instead of rewriting it")
     parser.add_argument("--label", default="", help="heading of this section")
@@ -441,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.tasks or (QUICK_TASKS if args.quick else [t.name for t in TASKS])
     tasks = [t for t in TASKS if t.name in names]
     seeds = args.seeds or list(range(3 if args.quick else 5))
-    runs_dir, out = args.runs_dir.resolve(), args.out.resolve()
+    runs_dir = args.runs_dir.resolve()
+    out = (args.out or runs_dir / "ladder.md").resolve()
     # Task envs such as examples/grid_env.py are paths from the repository root.
     os.chdir(ROOT)
     runs = [(task, seed) for task in tasks for seed in seeds]

@@ -22,9 +22,16 @@ def load_script():
 
 
 ladder = load_script()
-_spec = importlib.util.spec_from_file_location("grid_env", ROOT / "examples" / "grid_env.py")
-grid_env = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(grid_env)
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+grid_env, corridor_env = load_example("grid_env"), load_example("corridor_env")
 
 TASKS = {task.name: task for task in ladder.TASKS}
 
@@ -161,13 +168,19 @@ def test_return_and_above_random_rules():
     assert not ladder.seed_solved(breakout, [0.0, 0.5], random_mean=0.3)
 
 
-def write_eval(runs_dir, task, seed, returns, wall=None):
+def write_eval(runs_dir, task, seed, returns, wall=None, curve=()):
+    """A finished run: eval.json, and a metrics.jsonl holding the periodic evaluations
+    `curve` [(env steps, mean return)] between lines without one."""
     run = ladder.run_dir(runs_dir, task, seed)
     run.mkdir(parents=True)
     final = {"env_steps": task.env_steps, "returns": returns, "mean_return": np.mean(returns)}
     (run / "eval.json").write_text(json.dumps(final))
     if wall is not None:
         (run / ladder.WALL_FILE).write_text(json.dumps({"seconds": wall}))
+    lines = [{"env_steps": 1, "loss/total": 1.0}]
+    lines += [{"env_steps": steps, "loss/total": 0.5, "eval/mean_return": value}
+              for steps, value in curve]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def test_summary_from_eval_files(tmp_path):
@@ -183,10 +196,55 @@ def test_summary_from_eval_files(tmp_path):
     assert ladder.task_solved(summary) is None
     row = ladder.task_table([summary])[2]
     for fragment in ["catch (`catch`)", "8,000", "| 4/5 |", "4.75 [", "| −8.00 |",
-                     "mean return ≥ 8", "| 3/4 |", "1 m 30 s", "4 m 30 s"]:
+                     "mean return ≥ 8", "| 3/4 |", "| — |", "1 m 30 s", "4 m 30 s"]:
         assert fragment in row
     seed_rows = ladder.seed_table([summary])
-    assert len(seed_rows) == 2 + 4 and "| catch | 2 | −8.00 | ✗ | — |" in seed_rows
+    assert len(seed_rows) == 2 + 4
+    assert "| catch | 2 | −8.00 | ✗ | −8.00 (8,000) |  |  | — |" in seed_rows
+
+
+def test_late_drops_compare_the_final_return_with_the_seeds_best(tmp_path):
+    """A seed that learnt catch by 4k and ends below its best by more than the margin (3)
+    is a late drop; one that ends within the margin, or never learnt it, is not."""
+    task = TASKS["catch"]
+    curves = {0: [(2_000, 2.0), (4_000, 10.0), (6_000, 9.0)],  # final 5: dropped by 5
+              1: [(2_000, 2.0), (4_000, 10.0), (6_000, 9.0)],  # final 8: within 3
+              2: [(2_000, -8.0), (4_000, -9.0)]}  # final -8: never learnt
+    for seed, final in [(0, 5.0), (1, 8.0), (2, -8.0)]:
+        write_eval(tmp_path, task, seed, [final], curve=curves[seed])
+    seeds = ladder.load_seeds(tmp_path, task, [0, 1, 2])
+    assert seeds[0].curve == ((2_000, 2.0), (4_000, 10.0), (6_000, 9.0))
+    assert [ladder.late_drop(task, s) for s in seeds] == [True, False, False]
+    assert ladder.best_evaluation(seeds[0]) == (4_000, 10.0)
+    assert ladder.best_evaluation(seeds[2]) == (8_000, -8.0)  # the final one, latest of equals
+    summary = ladder.summarize(task, seeds, 3, random=[-8.0] * 10, reps=REPS)
+    assert "| 1/3 (margin 3.00) |" in ladder.task_table([summary])[2]
+    rows = ladder.seed_table([summary])
+    assert "| catch | 0 | 5.00 | ✗ | 10.00 (4,000) | ✗ | 2.00, 10.00, 9.00 |" in rows[2]
+    assert "| catch | 1 | 8.00 | ✓ | 10.00 (4,000) | — |" in rows[3]
+
+
+# The corridor
+
+
+def test_corridor_pays_at_the_far_end_and_truncates_loops():
+    env = corridor_env.Corridor()
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (11,) and obs.dtype == np.float32 and obs[0] == 1 and obs.sum() == 1
+    obs, reward, terminated, truncated, _ = env.step(0)  # left at cell 0 stays
+    assert obs[0] == 1 and reward == pytest.approx(-0.01) and not (terminated or truncated)
+    total = reward
+    for _ in range(10):
+        obs, reward, terminated, truncated, _ = env.step(1)
+        total += reward
+    assert terminated and not truncated and obs[10] == 1
+    assert total - (-0.01) == pytest.approx(corridor_env.OPTIMAL_RETURN)  # 10 steps right
+    env.reset()
+    total, done, steps = 0.0, False, 0
+    while not done:  # the loop a greedy policy can fall into
+        _, reward, terminated, truncated, _ = env.step(steps % 2)
+        total, done, steps = total + reward, terminated or truncated, steps + 1
+    assert truncated and steps == 40 and total == pytest.approx(-0.40)
 
 
 def test_above_random_verdict_uses_the_ci(tmp_path):
@@ -221,7 +279,7 @@ def test_markdown_sections_append(tmp_path):
     text = out.read_text()
     assert text.count("# The ladder on CPU") == 1
     assert "## before (2025-01-01 12:00)" in text and "## after (2025-01-01 12:00)" in text
-    for fragment in ["--log.progress False --search.kind gumbel", "Some CPU", "`abc1234`",
+    for fragment in ["--log.eval-interval N/10 --search.kind gumbel", "Some CPU", "`abc1234`",
                      "0.62 (81% goal)", "−0.27 (30% goal)", "≥ 80% of episodes reach the goal",
                      "| 1/1 |"]:
         assert fragment in text
@@ -240,7 +298,8 @@ def test_options():
     assert extra == ["--search.kind", "gumbel"]
     args = ladder.train_args(TASKS["cartpole"], 3, Path("runs/x"), ["--a", "1"])
     assert args == ["--env", "CartPole-v1", "--env-steps", "10000", "--seed", "3",
-                    "--logdir", "runs/x", "--log.progress", "False", "--a", "1"]
+                    "--logdir", "runs/x", "--log.progress", "False",
+                    "--log.eval-interval", "1000", "--a", "1"]
 
 
 def test_script_reuses_finished_runs_and_writes_the_table(tmp_path):
