@@ -117,8 +117,7 @@ class Actor:
         ends = step.train_terminal | step.terminated | step.truncated  # [N]
         transition = dict(frames=self.frames, actions=plan.action,
                           rewards=step.reward, ends=ends, terminals=step.train_terminal,
-                          starts=self._starts, policies=plan.action_weights,
-                          values=plan.root_value, arms=plan.arms)
+                          starts=self._starts, policies=plan.action_weights, arms=plan.arms)
         self._starts = ends
         self._stack.push(step.obs[:, -1], ends)
         self.obs = self._observe()

@@ -135,15 +135,12 @@ class TrainConfig:
     gathers its share of the batch's windows locally); acting runs on them all alike."""
     reanalyze_fraction: float = 0.99
     """Fraction of the batch whose policy targets are recomputed by search."""
-    value_target: Literal["nstep", "search", "greedy", "mixed"] = "nstep"
+    value_target: Literal["nstep", "search", "greedy"] = "nstep"
     """`nstep`: n-step return bootstrapped from the target network's value; `search`:
     bootstrapped from the reanalysis search's root value instead (MuZero Reanalyse; the
     search then also runs on the bootstrap steps); `greedy`: from the Q-value of the action
     that search would take greedily (the most visited, ties to the higher Q), not its
-    average over the actions it explored; `mixed` (EfficientZero-V2): the stored search
-    value replaces the n-step return for data older than `mixed_value_age`."""
-    mixed_value_age: int = 20_000
-    """Age in transitions beyond which `mixed` uses the stored search value."""
+    average over the actions it explored."""
     offpolicy_correction: bool = True
     """Shorten the TD horizon for old data (EfficientZero): minus one step per
     `0.3 * env_steps` transitions of age, at least 1."""

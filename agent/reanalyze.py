@@ -7,7 +7,7 @@ target network (EfficientZero).
 - value targets: n-step returns bootstrapped from the target network's value of the
   observation n steps ahead (or, as options, from the search's value there, MuZero
   Reanalyse, or from the Q-value of its greedy action), with the horizon shortened for old data
-  (off-policy correction) or, as an option, EfficientZero-V2's mixed target;
+  (off-policy correction);
 - reward targets: the real rewards, clipped; past a terminal all targets are the
   absorbing state's zeros and the step is masked for policy and consistency. Past a cut
   (a time limit, or the run stopped) the episode went on unrecorded: value and reward
@@ -123,12 +123,6 @@ def make_batch(cfg: Config, graphdef, target_params, replay: replay_lib.Replay,
     values = nstep_values(rewards, alive, bootstrap, horizon, unroll=unroll, td_steps=td,
                           discount=t.discount)
     value_mask = jnp.take_along_axis(known, ahead, axis=1)  # [B, K+1]: no cut before k + h
-    if t.value_target == "mixed":
-        stored = replay_lib.window(replay.values, rows, times, unroll + 1)
-        old = (age > t.mixed_value_age)[:, None]  # [B, 1]
-        values = jnp.where(old, stored * alive[:, : unroll + 1], values)
-        # A stored value is known up to a cut: it looks ahead through the model alone.
-        value_mask = jnp.where(old, known[:, : unroll + 1], value_mask)
 
     fresh = plan.action_weights.reshape(batch_size, searched, num_actions)[:, : unroll + 1]
     stored = replay_lib.window(replay.policies, rows, times, unroll + 1)  # [B, K+1, A]

@@ -3,7 +3,7 @@
 Layout: one row per env, one column per time step, a ring of `length` columns shared by
 all rows (the envs step in lockstep, so one write pointer serves them all). Slot (n, t)
 holds the frame the agent saw at time t, the action it took, the reward and segment end
-that followed, and the search policy / value / priority of that step. For Box actions
+that followed, and the search policy and priority of that step. For Box actions
 the policy is over the search's sampled arms, which are stored with it.
 
 A *segment* is a run of steps without a training terminal (game over, life loss, time
@@ -36,7 +36,6 @@ class Replay:
     terminals: jax.Array
     segment_start: jax.Array  # [N, L] int32 absolute time of the segment's first step
     policies: jax.Array      # [N, L, A] float32 search policy when acting; Box: over K arms
-    values: jax.Array        # [N, L] float32 search root value when acting
     priorities: jax.Array    # [N, L] float32
     current_start: jax.Array  # [N] int32 absolute start of each row's open segment
     written: jax.Array       # [] int32 absolute time of the next column to write
@@ -74,7 +73,6 @@ def init(*, num_envs: int, capacity: int, frame_shape: tuple[int, ...], frame_dt
         terminals=jnp.zeros((num_envs, length), bool),
         segment_start=jnp.zeros((num_envs, length), jnp.int32),
         policies=jnp.zeros((num_envs, length, num_actions), jnp.float32),
-        values=jnp.zeros((num_envs, length), jnp.float32),
         priorities=jnp.zeros((num_envs, length), jnp.float32),
         current_start=jnp.zeros((num_envs,), jnp.int32),
         written=jnp.zeros((), jnp.int32),
@@ -88,7 +86,7 @@ def check_memory(*, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
                  num_actions: int, action_dim: int = 0) -> int:
     """Bytes the buffer needs; raises MemoryError with the fix if the device lacks them."""
     per_step = (int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize
-                + 4 * (num_actions * (1 + action_dim) + action_dim + 6) + 1)
+                + 4 * (num_actions * (1 + action_dim) + action_dim + 5) + 1)
     needed = capacity * per_step
     device = jax.devices()[0]
     stats = device.memory_stats() if device.platform != "cpu" else None
@@ -106,13 +104,13 @@ def check_memory(*, capacity: int, frame_shape: tuple[int, ...], frame_dtype,
 
 
 def add(replay: Replay, *, frames, actions, rewards, ends, terminals, starts, policies,
-        values, arms=None) -> Replay:
+        arms=None) -> Replay:
     """Writes one time step for every env.
 
     frames [N, *frame], actions [N] (Box: [N, D]), rewards [N], ends [N] bool (segment
     ends after this step), terminals [N] bool (which of those ends are terminals; the
     others are cuts), starts [N] bool (this frame opens a segment), policies [N, A],
-    values [N], arms [N, K, D] (Box actions only).
+    arms [N, K, D] (Box actions only).
     """
     t = replay.written
     column = t % replay.length
@@ -129,7 +127,6 @@ def add(replay: Replay, *, frames, actions, rewards, ends, terminals, starts, po
         terminals=put(replay.terminals, jnp.logical_and(ends, terminals)),
         segment_start=put(replay.segment_start, current_start),
         policies=put(replay.policies, policies),
-        values=put(replay.values, values),
         priorities=put(replay.priorities, jnp.full(replay.num_envs, replay.max_priority)),
         current_start=current_start,
         written=t + 1,

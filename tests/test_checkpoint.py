@@ -40,7 +40,7 @@ def _play(replay, steps: int) -> replay_lib.Replay:
             replay, frames=frames, actions=np.full(NUM_ENVS, t % 3), rewards=np.ones(NUM_ENVS),
             ends=np.zeros(NUM_ENVS, bool), terminals=np.zeros(NUM_ENVS, bool),
             starts=np.full(NUM_ENVS, t == 0),
-            policies=np.full((NUM_ENVS, 3), 1 / 3), values=np.zeros(NUM_ENVS))
+            policies=np.full((NUM_ENVS, 3), 1 / 3))
     return replay
 
 

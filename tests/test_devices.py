@@ -44,8 +44,7 @@ def _updates_on_one_and_two_devices() -> dict:
                                                                                num_envs),
             ends=rng.random(num_envs) < 0.1, terminals=np.ones(num_envs, bool),
             starts=np.full(num_envs, t == 0),
-            policies=np.full((num_envs, num_actions), 1 / num_actions),
-            values=np.zeros(num_envs))
+            policies=np.full((num_envs, num_actions), 1 / num_actions))
     betas = jax.numpy.full((1,), 0.4)
     result = {}
     for devices in (1, 2):

@@ -101,7 +101,7 @@ def _window_setup(value_target: str, *, value_prefix: bool = True,
         replay = replay_lib.add(replay, frames=frames[t], actions=np.full(num_envs, t % 3),
                                 rewards=rewards[t], ends=ends,
                                 terminals=np.full(num_envs, terminal), starts=starts,
-                                policies=np.full((num_envs, 3), 1 / 3), values=np.zeros(num_envs))
+                                policies=np.full((num_envs, 3), 1 / 3))
     rows, times = jnp.array([0, 1, 1, 0]), jnp.array([0, 3, 20, 29])
     sample = replay_lib.Sample(rows=rows, times=times, weights=jnp.ones(4))
     recurrent_fn = search.model_recurrent_fn(graphdef, discount=0.9)

@@ -31,7 +31,6 @@ def _filled(num_envs=2, capacity=20, steps=7, ends_at=(), frame_shape=(2, 2, 1))
             terminals=ends,
             starts=starts,
             policies=np.full((num_envs, 3), 1 / 3),
-            values=np.full(num_envs, float(t)),
         )
         starts = ends
     return replay
@@ -125,7 +124,6 @@ def test_acting_stacks_equal_replay_stacks():
             terminals=ends,
             starts=starts,
             policies=np.full((num_envs, 2), 0.5),
-            values=np.zeros(num_envs),
         )
         starts = ends
         acting.push(rng.integers(0, 255, (num_envs, 2, 2, 3), dtype=np.uint8), starts)
