@@ -9,7 +9,6 @@ from world_model import (
     from_logits,
     h,
     h_inv,
-    scalar_to_gaussian,
     scalar_to_twohot,
     to_categorical,
     twohot_to_scalar,
@@ -86,19 +85,6 @@ def test_narrow_bins_spread_small_returns_and_decode_them_back():
     decoded = jax.jit(lambda x: from_logits(jnp.log(to_categorical(x, 85, bin_width=0.1)), 85,
                                             bin_width=0.1))(x)
     np.testing.assert_allclose(decoded, x, rtol=1e-4, atol=1e-4)
-
-
-def test_hl_gauss_targets_are_a_normal_integrated_over_each_bin():
-    # Golden: N(0, 1) over bins -2..2, the end bins taking the tails.
-    np.testing.assert_allclose(scalar_to_gaussian(jnp.float32(0.0), 2, 1.0),
-                               [0.0668072, 0.2417303, 0.3829249, 0.2417303, 0.0668072], atol=1e-6)
-    x = jnp.array([-7.3, -0.25, 0.0, 4.6])
-    probs = scalar_to_gaussian(x, 20, 0.75)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(twohot_to_scalar(probs, 20), x, atol=1e-4)  # mean kept
-    smoothed = to_categorical(jnp.float32(3.0), 20, bin_width=0.1, smoothing=0.75)
-    np.testing.assert_allclose(smoothed, scalar_to_gaussian(h(jnp.float32(3.0)) / 0.1, 20, 0.75),
-                               atol=1e-6)
 
 
 def test_uniform_logits_decode_to_zero():

@@ -104,9 +104,7 @@ def compute_loss(
     reward_logits = unrolled.reward_logits  # [B, K, R]
 
     value_ce = _cross_entropy(
-        value_logits,
-        to_categorical(batch.target_values, mcfg.support_size, bin_width=mcfg.bin_width,
-                       smoothing=mcfg.target_smoothing),
+        value_logits, to_categorical(batch.target_values, mcfg.support_size)
     )  # [B, K+1]
     value_ce = (value_ce * batch.value_mask).sum(axis=1)  # [B]
     reward_targets = batch.target_rewards  # [B, K]
@@ -114,8 +112,7 @@ def compute_loss(
         reward_targets = _value_prefix_targets(reward_targets, horizon=mcfg.lstm_horizon)
     reward_ce = _cross_entropy(
         reward_logits,
-        to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.reward_bin_width,
-                       smoothing=mcfg.target_smoothing),
+        to_categorical(reward_targets, mcfg.reward_support_size, bin_width=mcfg.reward_bin_width),
     )  # [B, K]
     reward_ce = (reward_ce * batch.reward_mask).sum(axis=1)  # [B]
     if batch.target_arms is None:

@@ -22,8 +22,6 @@ from flax import nnx
 
 from world_model.transforms import from_logits
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -67,39 +65,29 @@ class ModelConfig:
     action_embedding_dim: int = 16
     """Size of the learned action embedding (used only with action_embedding)."""
     support_size: int = 300
-    """Value support: 2S + 1 categorical bins over h(value), from -S to S bin widths."""
+    """Value support: 2S + 1 categorical bins over h(value), the integers -S..S."""
     reward_support_size: int = 300
-    """Reward / value-prefix support: 2S + 1 bins over h(reward), likewise."""
-    bin_width: float = 1.0
-    """Width of the value bins in h's units. EfficientZero's 1 puts every return in
-    [-1.25, 1.25] within one bin of 0, where the two-hot targets of returns that differ by
-    a tenth differ by a few percent of mass, and the value learns such differences slowly."""
+    """Reward / value-prefix support: 2S + 1 bins over h(reward), from -S to S bin widths."""
     reward_bin_width: float = 1.0
     """Width of the reward (value-prefix) bins in h's units. With EfficientZero's 1 the
     targets of rewards -1, 0 and +1 all put 58% or more of their mass on bin 0, so a rare
     +1 is learnt as little more than a 0."""
-    target_smoothing: float = 0.0
-    """Value and reward targets: 0 for two-hot, else HL-Gauss with this sigma in bins."""
     proj_hidden: int = 1024
     """Hidden width of the consistency projection."""
     proj_out: int = 1024
     """Output size of the consistency projection and its prediction head."""
     pred_hidden: int = 512
     """Hidden width of the projection's prediction head."""
-    dtype: str = "float32"
-    """Compute dtype, float32 or bfloat16; params and returned logits stay float32."""
 
     def __post_init__(self):
         positive = (
             "channels", "head_channels", "head_hidden", "vector_hidden", "lstm_hidden",
             "lstm_horizon", "action_embedding_dim", "support_size", "reward_support_size",
-            "proj_hidden", "proj_out", "pred_hidden", "bin_width", "reward_bin_width",
+            "proj_hidden", "proj_out", "pred_hidden", "reward_bin_width",
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be > 0")
-        if self.target_smoothing < 0:
-            raise ValueError("model.target_smoothing must be >= 0")
         if self.max_flat_image < 0:
             raise ValueError("model.max_flat_image must be >= 0")
         if self.keypoints < 0:
@@ -108,15 +96,13 @@ class ModelConfig:
             raise ValueError("model.num_blocks must be >= 0")
         if self.downsample and self.channels % 2:
             raise ValueError("model.channels must be even when model.downsample is on")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}")
 
 
 @chex.dataclass(frozen=True)
 class ModelState:
     """What search carries between model calls (the mctx embedding)."""
 
-    latent: chex.Array  # [B, h, w, C] images or [B, D] vectors, compute dtype, in [0, 1]
+    latent: chex.Array  # [B, h, w, C] images or [B, D] vectors, float32 in [0, 1]
     lstm_h: chex.Array  # [B, L] float32; L = lstm_hidden, or 0 without value_prefix
     lstm_c: chex.Array  # [B, L] float32
     prefix: chex.Array  # [B] float32, value prefix so far in this LSTM horizon
@@ -222,7 +208,7 @@ def _with_prediction(
         reward=reward,
         reward_logits=reward_logits,
         policy_logits=policy_logits,
-        value=from_logits(value_logits, model.cfg.support_size, bin_width=model.cfg.bin_width),
+        value=from_logits(value_logits, model.cfg.support_size),
         value_logits=value_logits,
     )
 
@@ -236,13 +222,13 @@ def _scale_gradient(x: jax.Array, scale: float) -> jax.Array:
 
 def _normalize(x: jax.Array) -> jax.Array:
     """Min-max normalises each sample of x [B, ...] to [0, 1] (EfficientZero's latent)."""
-    flat = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, N]
+    flat = x.reshape(x.shape[0], -1)  # [B, N]
     # Gather at argmin / argmax: the gradient goes to one element by index. (jnp.min's
     # gradient finds the minimum by equality, which breaks with a recomputed operand.)
     low = jnp.take_along_axis(flat, flat.argmin(axis=-1, keepdims=True), axis=-1)  # [B, 1]
     high = jnp.take_along_axis(flat, flat.argmax(axis=-1, keepdims=True), axis=-1)  # [B, 1]
     scaled = (flat - low) / jnp.maximum(high - low, 1e-5)  # constant latents stay finite
-    return scaled.reshape(x.shape).astype(x.dtype)
+    return scaled.reshape(x.shape)
 
 
 def _avg_pool(x: jax.Array) -> jax.Array:
@@ -294,39 +280,37 @@ def _ones(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Arra
     return jnp.asarray(np.ones(shape, dtype))
 
 
-def _conv(in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, dtype, rngs) -> nnx.Conv:
+def _conv(in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, rngs) -> nnx.Conv:
     pad = kernel // 2
     return nnx.Conv(
         in_ch, out_ch, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
-        use_bias=False, kernel_init=_lecun_normal, dtype=dtype, rngs=rngs,
+        use_bias=False, kernel_init=_lecun_normal, rngs=rngs,
     )  # fmt: skip
 
 
-def _linear(in_features: int, out_features: int, *, zero: bool = False, dtype, rngs) -> nnx.Linear:
+def _linear(in_features: int, out_features: int, *, zero: bool = False, rngs) -> nnx.Linear:
     """Dense layer; `zero` makes a head's last layer start at uniform logits (value 0)."""
     return nnx.Linear(
         in_features, out_features, kernel_init=_zeros if zero else _lecun_normal,
-        bias_init=_zeros, dtype=dtype, rngs=rngs,
+        bias_init=_zeros, rngs=rngs,
     )  # fmt: skip
 
 
-def _norm(num_features: int, *, dtype, rngs) -> nnx.LayerNorm:
+def _norm(num_features: int, *, rngs) -> nnx.LayerNorm:
     """LayerNorm over the last (channel) axis."""
-    return nnx.LayerNorm(num_features, scale_init=_ones, bias_init=_zeros, dtype=dtype, rngs=rngs)
+    return nnx.LayerNorm(num_features, scale_init=_ones, bias_init=_zeros, rngs=rngs)
 
 
 class _ResBlock(nnx.Module):
     """conv-LN-relu-conv-LN plus skip, then relu; a strided block convolves the skip."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, dtype, rngs: nnx.Rngs):
-        self.conv1 = _conv(in_ch, out_ch, stride=stride, dtype=dtype, rngs=rngs)
-        self.norm1 = _norm(out_ch, dtype=dtype, rngs=rngs)
-        self.conv2 = _conv(out_ch, out_ch, dtype=dtype, rngs=rngs)
-        self.norm2 = _norm(out_ch, dtype=dtype, rngs=rngs)
+    def __init__(self, in_ch: int, out_ch: int, *, stride: int = 1, rngs: nnx.Rngs):
+        self.conv1 = _conv(in_ch, out_ch, stride=stride, rngs=rngs)
+        self.norm1 = _norm(out_ch, rngs=rngs)
+        self.conv2 = _conv(out_ch, out_ch, rngs=rngs)
+        self.norm2 = _norm(out_ch, rngs=rngs)
         same_shape = stride == 1 and in_ch == out_ch
-        self.skip = (
-            None if same_shape else _conv(in_ch, out_ch, stride=stride, dtype=dtype, rngs=rngs)
-        )
+        self.skip = None if same_shape else _conv(in_ch, out_ch, stride=stride, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C_in] -> [B, H', W', C_out]
         y = jax.nn.relu(self.norm1(self.conv1(x)))
@@ -337,52 +321,51 @@ class _ResBlock(nnx.Module):
 class _DenseBlock(nnx.Module):
     """The vector counterpart of `_ResBlock`: Linear-LN-relu-Linear-LN plus skip."""
 
-    def __init__(self, width: int, *, dtype, rngs: nnx.Rngs):
-        self.fc1 = _linear(width, width, dtype=dtype, rngs=rngs)
-        self.norm1 = _norm(width, dtype=dtype, rngs=rngs)
-        self.fc2 = _linear(width, width, dtype=dtype, rngs=rngs)
-        self.norm2 = _norm(width, dtype=dtype, rngs=rngs)
+    def __init__(self, width: int, *, rngs: nnx.Rngs):
+        self.fc1 = _linear(width, width, rngs=rngs)
+        self.norm1 = _norm(width, rngs=rngs)
+        self.fc2 = _linear(width, width, rngs=rngs)
+        self.norm2 = _norm(width, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, D] -> [B, D]
         y = jax.nn.relu(self.norm1(self.fc1(x)))
         return jax.nn.relu(x + self.norm2(self.fc2(y)))
 
 
-def _blocks(width: int, cfg: ModelConfig, *, spatial: bool, dtype, rngs) -> nnx.Sequential:
+def _blocks(width: int, cfg: ModelConfig, *, spatial: bool, rngs) -> nnx.Sequential:
     block = _ResBlock if spatial else _DenseBlock
     args = (width, width) if spatial else (width,)
-    return nnx.Sequential(*[block(*args, dtype=dtype, rngs=rngs) for _ in range(cfg.num_blocks)])
+    return nnx.Sequential(*[block(*args, rngs=rngs) for _ in range(cfg.num_blocks)])
 
 
 class _ImageEncoder(nnx.Module):
     """uint8 [B, H, W, C_in] -> [B, h, w, channels]."""
 
-    def __init__(self, in_ch: int, cfg: ModelConfig, *, halvings: int, dtype, rngs: nnx.Rngs):
+    def __init__(self, in_ch: int, cfg: ModelConfig, *, halvings: int, rngs: nnx.Rngs):
         ch = cfg.channels
         if halvings:
             # EfficientZero's stem (4 halvings: 96 -> 6); fewer halvings drop trailing pools.
             half = ch // 2
             layers = [
-                _conv(in_ch, half, stride=2, dtype=dtype, rngs=rngs),
-                _norm(half, dtype=dtype, rngs=rngs),
+                _conv(in_ch, half, stride=2, rngs=rngs),
+                _norm(half, rngs=rngs),
                 jax.nn.relu,
-                _ResBlock(half, half, dtype=dtype, rngs=rngs),
-                _ResBlock(half, ch, stride=2, dtype=dtype, rngs=rngs),
+                _ResBlock(half, half, rngs=rngs),
+                _ResBlock(half, ch, stride=2, rngs=rngs),
             ]
             for _ in range(halvings - 2):
-                layers += [_ResBlock(ch, ch, dtype=dtype, rngs=rngs), _avg_pool]
+                layers += [_ResBlock(ch, ch, rngs=rngs), _avg_pool]
             self.stem = nnx.Sequential(*layers)
         else:
             self.stem = nnx.Sequential(
-                _conv(in_ch, ch, dtype=dtype, rngs=rngs),
-                _norm(ch, dtype=dtype, rngs=rngs),
+                _conv(in_ch, ch, rngs=rngs),
+                _norm(ch, rngs=rngs),
                 jax.nn.relu,
             )
-        self.blocks = _blocks(ch, cfg, spatial=True, dtype=dtype, rngs=rngs)
-        self.dtype = dtype
+        self.blocks = _blocks(ch, cfg, spatial=True, rngs=rngs)
 
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.astype(self.dtype) / 255.0  # [B, H, W, C_in] in [0, 1]
+        x = obs.astype(jnp.float32) / 255.0  # [B, H, W, C_in] in [0, 1]
         return self.blocks(self.stem(x))
 
 
@@ -394,48 +377,46 @@ class _Keypoints(nnx.Module):
     From 24 px up the first conv has stride 2, a quarter of the cost: an expected position
     still falls between the conv's positions."""
 
-    def __init__(self, image_shape: tuple[int, int, int], count: int, *, dtype, rngs):
+    def __init__(self, image_shape: tuple[int, int, int], count: int, *, rngs):
         stride = 2 if min(image_shape[:2]) >= 24 else 1
-        self.conv1 = _conv(image_shape[-1], count, stride=stride, dtype=dtype, rngs=rngs)
-        self.norm = _norm(count, dtype=dtype, rngs=rngs)
-        self.conv2 = _conv(count, count, kernel=1, dtype=dtype, rngs=rngs)
-        self.dtype = dtype
+        self.conv1 = _conv(image_shape[-1], count, stride=stride, rngs=rngs)
+        self.norm = _norm(count, rngs=rngs)
+        self.conv2 = _conv(count, count, kernel=1, rngs=rngs)
 
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.astype(self.dtype) / 255.0  # [B, H, W, C] in [0, 1]
-        logits = self.conv2(jax.nn.relu(self.norm(self.conv1(x)))).astype(jnp.float32)
+        x = obs.astype(jnp.float32) / 255.0  # [B, H, W, C] in [0, 1]
+        logits = self.conv2(jax.nn.relu(self.norm(self.conv1(x))))
         batch, height, width, count = logits.shape  # [B, h, w, K]
         probs = jax.nn.softmax(logits.reshape(batch, height * width, count), axis=1)
         probs = probs.reshape(logits.shape)  # each channel sums to 1 over the frame
         rows = jnp.einsum("bhwk,h->bk", probs, jnp.linspace(-1.0, 1.0, height))  # [B, K]
         cols = jnp.einsum("bhwk,w->bk", probs, jnp.linspace(-1.0, 1.0, width))  # [B, K]
-        return jnp.concatenate([rows, cols], axis=-1).astype(self.dtype)
+        return jnp.concatenate([rows, cols], axis=-1)
 
 
 class _VectorEncoder(nnx.Module):
     """float [B, D] or uint8 [B, H, W, C] -> [B, vector_hidden]; images enter as
     `cfg.keypoints` keypoints, or flattened and scaled to [0, 1]."""
 
-    def __init__(self, obs_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, obs_shape: tuple[int, ...], cfg: ModelConfig, *, rngs: nnx.Rngs):
         width = cfg.vector_hidden
         image = len(obs_shape) == 3
-        self.keypoints = (_Keypoints(obs_shape, cfg.keypoints, dtype=dtype, rngs=rngs)
+        self.keypoints = (_Keypoints(obs_shape, cfg.keypoints, rngs=rngs)
                           if image and cfg.keypoints else None)
         in_features = 2 * cfg.keypoints if self.keypoints is not None else math.prod(obs_shape)
         self.stem = nnx.Sequential(
-            _linear(in_features, width, dtype=dtype, rngs=rngs),
-            _norm(width, dtype=dtype, rngs=rngs),
+            _linear(in_features, width, rngs=rngs),
+            _norm(width, rngs=rngs),
             jax.nn.relu,
         )
-        self.blocks = _blocks(width, cfg, spatial=False, dtype=dtype, rngs=rngs)
+        self.blocks = _blocks(width, cfg, spatial=False, rngs=rngs)
         self.scale = 1 / 255 if image else 1.0
-        self.dtype = dtype
 
     def __call__(self, obs: jax.Array) -> jax.Array:
         if self.keypoints is not None:
             x = self.keypoints(obs)  # [B, 2K]
         else:
-            x = obs.reshape(obs.shape[0], -1).astype(self.dtype) * self.scale  # [B, D_in]
+            x = obs.reshape(obs.shape[0], -1).astype(jnp.float32) * self.scale  # [B, D_in]
         return self.blocks(self.stem(x))
 
 
@@ -444,21 +425,16 @@ class _Dynamics(nnx.Module):
     in the latent."""
 
     def __init__(self, width: int, num_actions: int, action_dim: int, cfg: ModelConfig, *,
-                 spatial: bool, dtype, rngs):
+                 spatial: bool, rngs):
         if action_dim:
             # A Box action is its own encoding (a plane per dimension for images), or the
             # input of a learned linear embedding.
-            self.embed = (_linear(action_dim, cfg.action_embedding_dim, dtype=dtype, rngs=rngs)
+            self.embed = (_linear(action_dim, cfg.action_embedding_dim, rngs=rngs)
                           if cfg.action_embedding else None)
             action_features = cfg.action_embedding_dim if cfg.action_embedding else action_dim
         elif cfg.action_embedding:
-            self.embed = nnx.Embed(
-                num_actions,
-                cfg.action_embedding_dim,
-                embedding_init=_lecun_normal,
-                dtype=dtype,
-                rngs=rngs,
-            )
+            self.embed = nnx.Embed(num_actions, cfg.action_embedding_dim,
+                                   embedding_init=_lecun_normal, rngs=rngs)
             action_features = cfg.action_embedding_dim
         else:
             # EfficientZero's constant plane a / A for images; a one-hot for vectors.
@@ -466,27 +442,27 @@ class _Dynamics(nnx.Module):
             action_features = 1 if spatial else num_actions
         in_features = width + action_features
         if spatial:
-            self.mix = _conv(in_features, width, dtype=dtype, rngs=rngs)
+            self.mix = _conv(in_features, width, rngs=rngs)
         else:
-            self.mix = _linear(in_features, width, dtype=dtype, rngs=rngs)
-        self.norm = _norm(width, dtype=dtype, rngs=rngs)
-        self.blocks = _blocks(width, cfg, spatial=spatial, dtype=dtype, rngs=rngs)
+            self.mix = _linear(in_features, width, rngs=rngs)
+        self.norm = _norm(width, rngs=rngs)
+        self.blocks = _blocks(width, cfg, spatial=spatial, rngs=rngs)
         self.num_actions = num_actions
         self.continuous = action_dim > 0
         self.spatial = spatial
 
-    def _encode_action(self, action: jax.Array, dtype) -> jax.Array:  # [B] or [B, D] -> [B, E]
+    def _encode_action(self, action: jax.Array) -> jax.Array:  # [B] or [B, D] -> [B, E]
         if self.continuous:
-            action = action.astype(dtype)
+            action = action.astype(jnp.float32)
             return action if self.embed is None else self.embed(action)
         if self.embed is not None:
-            return self.embed(action).astype(dtype)
+            return self.embed(action)
         if self.spatial:
-            return (action.astype(dtype) / self.num_actions)[:, None]
-        return jax.nn.one_hot(action, self.num_actions, dtype=dtype)
+            return (action.astype(jnp.float32) / self.num_actions)[:, None]
+        return jax.nn.one_hot(action, self.num_actions, dtype=jnp.float32)
 
     def __call__(self, latent: jax.Array, action: jax.Array) -> jax.Array:
-        features = self._encode_action(action, latent.dtype)  # [B, E]
+        features = self._encode_action(action)  # [B, E]
         spatial_ones = (1,) * (latent.ndim - 2)
         features = features.reshape(features.shape[0], *spatial_ones, features.shape[-1])
         features = jnp.broadcast_to(features, latent.shape[:-1] + features.shape[-1:])
@@ -498,10 +474,10 @@ class _Dynamics(nnx.Module):
 class _Reduce(nnx.Module):
     """Image latent [B, h, w, C] -> [B, head_channels * h * w]; vectors pass through."""
 
-    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
+    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, rngs):
         if len(latent_shape) == 3:
-            self.conv = _conv(latent_shape[-1], cfg.head_channels, kernel=1, dtype=dtype, rngs=rngs)
-            self.norm = _norm(cfg.head_channels, dtype=dtype, rngs=rngs)
+            self.conv = _conv(latent_shape[-1], cfg.head_channels, kernel=1, rngs=rngs)
+            self.norm = _norm(cfg.head_channels, rngs=rngs)
             self.size = cfg.head_channels * latent_shape[0] * latent_shape[1]
         else:
             self.conv = self.norm = None
@@ -517,23 +493,21 @@ class _Reduce(nnx.Module):
 class _MLPHead(nnx.Module):
     """[B, N] -> [B, out] float32 logits; one hidden layer, zero-initialised output."""
 
-    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, *, dtype, rngs):
-        self.hidden = _linear(in_features, cfg.head_hidden, dtype=dtype, rngs=rngs)
-        self.norm = _norm(cfg.head_hidden, dtype=dtype, rngs=rngs)
-        self.out = _linear(cfg.head_hidden, out_features, zero=True, dtype=dtype, rngs=rngs)
+    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, *, rngs):
+        self.hidden = _linear(in_features, cfg.head_hidden, rngs=rngs)
+        self.norm = _norm(cfg.head_hidden, rngs=rngs)
+        self.out = _linear(cfg.head_hidden, out_features, zero=True, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.out(jax.nn.relu(self.norm(self.hidden(x)))).astype(jnp.float32)
+        return self.out(jax.nn.relu(self.norm(self.hidden(x))))
 
 
 class _RewardHead(nnx.Module):
     """Per-step reward logits from the next latent; the carry passes through unused."""
 
-    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
-        self.reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
-        self.head = _MLPHead(
-            self.reduce.size, 2 * cfg.reward_support_size + 1, cfg, dtype=dtype, rngs=rngs
-        )
+    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, rngs):
+        self.reduce = _Reduce(latent_shape, cfg, rngs=rngs)
+        self.head = _MLPHead(self.reduce.size, 2 * cfg.reward_support_size + 1, cfg, rngs=rngs)
 
     def __call__(self, carry, latent: jax.Array):
         return carry, self.head(self.reduce(latent))
@@ -542,37 +516,32 @@ class _RewardHead(nnx.Module):
 class _ValuePrefixHead(nnx.Module):
     """LSTM over the reduced next latents; its logits are the value prefix of the horizon."""
 
-    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, dtype, rngs):
-        self.reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
+    def __init__(self, latent_shape: tuple[int, ...], cfg: ModelConfig, *, rngs):
+        self.reduce = _Reduce(latent_shape, cfg, rngs=rngs)
         self.lstm = nnx.OptimizedLSTMCell(
             self.reduce.size, cfg.lstm_hidden, kernel_init=_lecun_normal,
-            recurrent_kernel_init=_orthogonal, bias_init=_zeros, dtype=dtype, rngs=rngs,
+            recurrent_kernel_init=_orthogonal, bias_init=_zeros, rngs=rngs,
         )  # fmt: skip
-        self.norm = _norm(cfg.lstm_hidden, dtype=dtype, rngs=rngs)
-        self.head = _MLPHead(
-            cfg.lstm_hidden, 2 * cfg.reward_support_size + 1, cfg, dtype=dtype, rngs=rngs
-        )
+        self.norm = _norm(cfg.lstm_hidden, rngs=rngs)
+        self.head = _MLPHead(cfg.lstm_hidden, 2 * cfg.reward_support_size + 1, cfg, rngs=rngs)
 
     def __call__(self, carry, latent: jax.Array):
-        (c, h), out = self.lstm(carry, self.reduce(latent))  # out [B, L]
-        # The carry lives in float32 (it is the search embedding), whatever the compute dtype.
-        carry = (c.astype(jnp.float32), h.astype(jnp.float32))
+        carry, out = self.lstm(carry, self.reduce(latent))  # out [B, L]
         return carry, self.head(jax.nn.relu(self.norm(out)))
 
 
 class _Prediction(nnx.Module):
     """latent -> (policy logits [B, A] or Gaussian params [B, 2D], value logits [B, V])."""
 
-    def __init__(
-        self, latent_shape: tuple[int, ...], policy_size: int, cfg: ModelConfig, *, dtype, rngs
-    ):
+    def __init__(self, latent_shape: tuple[int, ...], policy_size: int, cfg: ModelConfig, *,
+                 rngs):
         spatial = len(latent_shape) == 3
-        self.blocks = _blocks(latent_shape[-1], cfg, spatial=spatial, dtype=dtype, rngs=rngs)
-        self.policy_reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
-        self.value_reduce = _Reduce(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        self.blocks = _blocks(latent_shape[-1], cfg, spatial=spatial, rngs=rngs)
+        self.policy_reduce = _Reduce(latent_shape, cfg, rngs=rngs)
+        self.value_reduce = _Reduce(latent_shape, cfg, rngs=rngs)
         size = self.policy_reduce.size
-        self.policy = _MLPHead(size, policy_size, cfg, dtype=dtype, rngs=rngs)
-        self.value = _MLPHead(size, 2 * cfg.support_size + 1, cfg, dtype=dtype, rngs=rngs)
+        self.policy = _MLPHead(size, policy_size, cfg, rngs=rngs)
+        self.value = _MLPHead(size, 2 * cfg.support_size + 1, cfg, rngs=rngs)
 
     def __call__(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = self.blocks(latent)
@@ -582,12 +551,12 @@ class _Prediction(nnx.Module):
 class _Projection(nnx.Module):
     """SimSiam projector (latent -> [B, proj_out]) and predictor ([B, proj_out] -> same)."""
 
-    def __init__(self, latent_size: int, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, latent_size: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
         def dense(i, o):
-            return _linear(i, o, dtype=dtype, rngs=rngs)
+            return _linear(i, o, rngs=rngs)
 
         def norm(n):
-            return _norm(n, dtype=dtype, rngs=rngs)
+            return _norm(n, rngs=rngs)
 
         hidden, out = cfg.proj_hidden, cfg.proj_out
         self.projector = nnx.Sequential(
@@ -604,7 +573,7 @@ class _Projection(nnx.Module):
         x = self.projector(latent.reshape(latent.shape[0], -1))  # [B, proj_out]
         if predict:
             x = self.predictor(x)
-        return x.astype(jnp.float32)
+        return x
 
 
 class _WorldModel(nnx.Module):
@@ -612,7 +581,6 @@ class _WorldModel(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, obs_shape: tuple[int, ...], num_actions: int,
                  action_dim: int, *, rngs: nnx.Rngs):
-        dtype = _DTYPES[cfg.dtype]
         image = len(obs_shape) == 3
         spatial = image and math.prod(obs_shape) > cfg.max_flat_image
         if spatial:
@@ -620,19 +588,18 @@ class _WorldModel(nnx.Module):
             halvings = _halvings(min(height, width)) if cfg.downsample else 0
             height, width = (math.ceil(n / 2**halvings) for n in (height, width))
             latent_shape = (height, width, cfg.channels)
-            self.encoder = _ImageEncoder(in_ch, cfg, halvings=halvings, dtype=dtype, rngs=rngs)
+            self.encoder = _ImageEncoder(in_ch, cfg, halvings=halvings, rngs=rngs)
         else:
             latent_shape = (cfg.vector_hidden,)
-            self.encoder = _VectorEncoder(obs_shape, cfg, dtype=dtype, rngs=rngs)
+            self.encoder = _VectorEncoder(obs_shape, cfg, rngs=rngs)
         width = latent_shape[-1]
-        self.dynamics_net = _Dynamics(
-            width, num_actions, action_dim, cfg, spatial=spatial, dtype=dtype, rngs=rngs
-        )
+        self.dynamics_net = _Dynamics(width, num_actions, action_dim, cfg, spatial=spatial,
+                                      rngs=rngs)
         reward_head = _ValuePrefixHead if cfg.value_prefix else _RewardHead
-        self.reward_head = reward_head(latent_shape, cfg, dtype=dtype, rngs=rngs)
+        self.reward_head = reward_head(latent_shape, cfg, rngs=rngs)
         policy_size = num_actions or 2 * action_dim  # logits, or the Gaussian's params
-        self.prediction = _Prediction(latent_shape, policy_size, cfg, dtype=dtype, rngs=rngs)
-        self.projection = _Projection(math.prod(latent_shape), cfg, dtype=dtype, rngs=rngs)
+        self.prediction = _Prediction(latent_shape, policy_size, cfg, rngs=rngs)
+        self.projection = _Projection(math.prod(latent_shape), cfg, rngs=rngs)
         self.cfg = cfg
         self.carry_size = cfg.lstm_hidden if cfg.value_prefix else 0
 

@@ -44,19 +44,6 @@ def scalar_to_twohot(x: jax.Array, support_size: int) -> jax.Array:
     )  # [..., 2S + 1]
 
 
-def scalar_to_gaussian(x: jax.Array, support_size: int, sigma: float) -> jax.Array:
-    """[...] scalars -> [..., 2S + 1] HL-Gauss targets (Farebrother et al., 2024): the mass
-    of N(x, sigma^2) over each bin [k - 1/2, k + 1/2], the end bins taking the tails.
-
-    Unlike two-hot, targets of nearby scalars overlap over ~4 sigma bins, so the
-    cross-entropy sees that neighbouring bins mean neighbouring values."""
-    x = jnp.clip(x.astype(jnp.float32), -support_size, support_size)  # [...]
-    edges = jnp.arange(-support_size, support_size, dtype=jnp.float32) + 0.5  # [2S]
-    cdf = jax.scipy.stats.norm.cdf((edges - x[..., None]) / sigma)  # [..., 2S]
-    below, above = jnp.zeros_like(cdf[..., :1]), jnp.ones_like(cdf[..., :1])
-    return jnp.diff(jnp.concatenate([below, cdf, above], axis=-1), axis=-1)  # [..., 2S + 1]
-
-
 def twohot_to_scalar(probs: jax.Array, support_size: int) -> jax.Array:
     """[..., 2S + 1] distribution over bins -S..S -> [...] expectation."""
     _check_bins(probs, support_size)
@@ -65,14 +52,10 @@ def twohot_to_scalar(probs: jax.Array, support_size: int) -> jax.Array:
 
 
 def to_categorical(
-    x: jax.Array, support_size: int, *, bin_width: float = 1.0, smoothing: float = 0.0,
-    eps: float = 1e-3,
+    x: jax.Array, support_size: int, *, bin_width: float = 1.0, eps: float = 1e-3
 ) -> jax.Array:
-    """[...] raw scalars -> [..., 2S + 1] targets of h(x) on bins of `bin_width`: two-hot,
-    or HL-Gauss with sigma = `smoothing` bins when that is > 0."""
+    """[...] raw scalars -> [..., 2S + 1] two-hot targets of h(x) on bins of `bin_width`."""
     y = h(x.astype(jnp.float32), eps=eps) / bin_width
-    if smoothing > 0:
-        return scalar_to_gaussian(y, support_size, smoothing)
     return scalar_to_twohot(y, support_size)
 
 
