@@ -5,6 +5,7 @@ bad data from an env, an exception in an env, and directories that are not usabl
 """
 
 import errno
+import importlib.metadata
 import json
 import os
 import re
@@ -254,7 +255,7 @@ def _bad_run_dirs(root: Path) -> dict[str, Path]:
     for name, config in [("not a run", None), ("foreign config", '{"env": "pong"}'),
                          ("config is a list", "[1, 2]"), ("config is torn", '{"env": {"na'),
                          ("unfinished", "smoke"), ("empty metrics", "smoke"),
-                         ("newer version", "retired")]:
+                         ("newer version", "retired"), ("older version", "0.1.0")]:
         path = dirs[name] = root / name.replace(" ", "_")
         path.mkdir()
         if config == "smoke":
@@ -264,6 +265,12 @@ def _bad_run_dirs(root: Path) -> dict[str, Path]:
             data["model"]["retired_knob"] = 1
             data["dreamzero_version"] = "9.9.0"
             (path / "config.json").write_text(json.dumps(data))
+        elif config == "0.1.0":  # knobs measured, not adopted and removed in 0.2.0
+            data = config_lib.to_dict(cfg)
+            data["model"] |= {"bin_width": 1.0, "target_smoothing": 0.0, "dtype": "float32"}
+            data["train"]["mixed_value_age"] = 20_000
+            data["dreamzero_version"] = "0.1.0"
+            (path / "config.json").write_text(json.dumps(data))
         elif config is not None:
             (path / "config.json").write_text(config)
     (dirs["empty metrics"] / "metrics.jsonl").write_text("")
@@ -271,14 +278,19 @@ def _bad_run_dirs(root: Path) -> dict[str, Path]:
     return dirs
 
 
+VERSION = importlib.metadata.version("dreamzero")
 _REFUSALS = {  # what each command's one line says, per bad directory
     "missing": ("config.json not found", "no such run directory"),
     "not a run": ("config.json not found", "no run directories (with config.json)"),
     "foreign config": ("has no env.name, so it is not a dreamzero config",) * 2,
     "config is a list": ("holds a JSON list, not a dreamzero config",) * 2,
     "config is torn": ("is not valid JSON",) * 2,
-    "newer version": ("was written by dreamzero 9.9.0, this is 0.1.0 (config.json has unknown "
-                      "fields ['retired_knob'] in 'model'): train into a new --logdir",) * 2,
+    "newer version": (f"was written by dreamzero 9.9.0, this is {VERSION} (config.json has "
+                      "unknown fields ['retired_knob'] in 'model'): train into a new "
+                      "--logdir",) * 2,
+    "older version": (f"was written by dreamzero 0.1.0, this is {VERSION} (config.json has "
+                      "unknown fields ['bin_width', 'dtype', 'target_smoothing'] in 'model'): "
+                      "train into a new --logdir",) * 2,
     "unfinished": ("no checkpoint in", "nothing to report"),
     "empty metrics": ("no checkpoint in", "nothing to report"),
 }
