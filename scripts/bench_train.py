@@ -180,7 +180,7 @@ def make_split_update(cfg, graphdef, optimizer, spec, clock):
     draw = clock.compiled("draw_samples", jax.jit(functools.partial(draw_samples, cfg)))
     reanalyse = clock.compiled("make_batch", jax.jit(functools.partial(
         make_batch, cfg, graphdef, stack=spec.stack, is_image=spec.is_image,
-        recurrent_fn=recurrent_fn)))
+        clip_rewards=cfg.train.clips_rewards(spec.kind), recurrent_fn=recurrent_fn)))
     shift = clock.compiled("augment", jax.jit(augment))
     # The replay donated as in the fused step: otherwise XLA would copy the whole buffer.
     learn = clock.compiled("gradient_steps", jax.jit(functools.partial(
