@@ -48,13 +48,12 @@ def search_roots(cfg: SearchConfig, rng, out, *, continuous: bool):
     sampled arms for Box actions."""
     if not continuous:
         return search.root_from_output(out)
-    return search.sampled_root(rng, out, num_arms=cfg.sampled_actions,
-                               wide_arms=cfg.wide_actions)
+    return search.sampled_root(rng, out, num_arms=cfg.arms, wide_arms=cfg.wide_arms)
 
 
 def num_arms(cfg: SearchConfig, *, continuous: bool) -> int:
     """Arms per node of a search over Box actions; 0 for Discrete ones."""
-    return cfg.sampled_actions if continuous else 0
+    return cfg.arms if continuous else 0
 
 
 def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool,

@@ -53,10 +53,10 @@ class EnvConfig:
 class SearchConfig:
     kind: Literal["muzero", "gumbel", "auto"] = "muzero"
     """`muzero`: pUCT with Dirichlet noise (EfficientZero); `gumbel`: Gumbel MuZero;
-    `auto`: muzero for Discrete actions, gumbel for Box ones. Over sampled actions pUCT's
-    target is the visit counts, which at few simulations spread evenly over the samples
-    and so keep the policy where it was; Gumbel's improved policy weighs each sample by its
-    value (docs/results/continuous_cpu.md)."""
+    `auto`: muzero for Discrete actions, gumbel for Box ones. Over a Box node's arms pUCT's
+    target is the visit counts, which at few simulations spread evenly over them and so
+    keep the policy where it was; Gumbel's improved policy weighs each arm by its value
+    (docs/results/continuous_cpu.md)."""
     num_simulations: int = 50
     """Simulations per search, for acting and for reanalysis."""
     qtransform: Literal["minmax", "default"] = "minmax"
@@ -73,11 +73,11 @@ class SearchConfig:
     min_q_range: float = 0.01
     """Smallest range (in return units) Q-values are divided by (EfficientZero's 0.01;
     mctx's 1e-8 lets any spread of noise count in full)."""
-    sampled_actions: int = 8
-    """Box actions only: actions each node samples from its policy; they are the node's
-    choices (Sampled MuZero, EfficientZero-V2)."""
-    wide_actions: int = 2
-    """Box actions only: how many of the root's samples come from the policy with twice its
+    arms: int = 8
+    """Box actions only: the arms of a search node, actions it samples from its policy;
+    they are the node's choices (Sampled MuZero, EfficientZero-V2)."""
+    wide_arms: int = 2
+    """Box actions only: how many of the root's arms come from the policy with twice its
     std, to try actions the policy would not (exploration)."""
 
 
@@ -399,9 +399,8 @@ def validate(cfg: Config) -> None:
         (s.num_simulations > 0, f"--search.num-simulations must be > 0 (got {s.num_simulations})"),
         (s.kind == "muzero" or s.max_num_considered_actions > 0,
          "--search.max-num-considered-actions must be > 0"),
-        (s.sampled_actions > 1, f"--search.sampled-actions must be > 1 (got {s.sampled_actions})"),
-        (0 <= s.wide_actions < s.sampled_actions,
-         f"--search.wide-actions must be in [0, sampled-actions) (got {s.wide_actions})"),
+        (s.arms > 1, f"--search.arms must be > 1 (got {s.arms})"),
+        (0 <= s.wide_arms < s.arms, f"--search.wide-arms must be in [0, arms) (got {s.wide_arms})"),
         (lg.log_interval > 0, "--log.log-interval must be > 0"),
         (lg.eval_interval >= 0, "--log.eval-interval must be >= 0 (0 disables it)"),
         (lg.eval_episodes > 0, "--log.eval-episodes must be > 0"),

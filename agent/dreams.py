@@ -33,12 +33,12 @@ METRICS = ("reward_error", "value_error", "policy_kl", "latent_cosine")
 class Windows:
     """Every (K+1)-step window of the held-out trajectories."""
 
-    obs: np.ndarray  # [M, K+1, *obs_shape]
-    actions: np.ndarray  # [M, K] int32; Box actions [M, K, D] float32
-    rewards: np.ndarray  # [M, K] float32 real (clipped) rewards
-    returns: np.ndarray  # [M, K+1] float32 real discounted returns
-    policies: np.ndarray  # [M, K+1, A] search policies (Box actions: over the arms)
-    arms: np.ndarray | None = None  # Box actions: [M, K+1, S, D] the search's arms
+    obs: np.ndarray  # [B, K+1, *obs_shape]
+    actions: np.ndarray  # [B, K] int32; Box actions [B, K, D] float32
+    rewards: np.ndarray  # [B, K] float32 real (clipped) rewards
+    returns: np.ndarray  # [B, K+1] float32 real discounted returns
+    policies: np.ndarray  # [B, K+1, A] search policies (Box actions: over the arms)
+    arms: np.ndarray | None = None  # Box actions: [B, K+1, S, D] the search's arms
 
 
 def discounted_returns(traj: evaluate_lib.Trajectory, *, discount: float,
@@ -86,20 +86,20 @@ def make_windows(trajectories: list[evaluate_lib.Trajectory], *, horizon: int,
 
 def dream_errors(initial_fn, recurrent_fn, windows: Windows) -> dict[str, jax.Array]:
     """Per-depth errors [K+1] of a model given as two functions returning ModelOutput:
-    initial_fn(obs [M, *obs]) and recurrent_fn(state, action [M]). Pure; jit-able."""
+    initial_fn(obs [B, *obs_shape]) and recurrent_fn(state, action [B]). Pure; jit-able."""
     obs = jnp.asarray(windows.obs)
-    m, depth = obs.shape[0], obs.shape[1]
-    real = initial_fn(obs.reshape(m * depth, *obs.shape[2:]))  # the real latents
-    real_latents = real.state.latent.reshape(m, depth, -1).astype(jnp.float32)
+    batch, depth = obs.shape[0], obs.shape[1]
+    real = initial_fn(obs.reshape(batch * depth, *obs.shape[2:]))  # the real latents
+    real_latents = real.state.latent.reshape(batch, depth, -1).astype(jnp.float32)
 
     root = initial_fn(obs[:, 0])
     outputs = [root]
     for k in range(depth - 1):
         outputs.append(recurrent_fn(outputs[-1].state, jnp.asarray(windows.actions[:, k])))
-    latents = jnp.stack([o.state.latent.reshape(m, -1) for o in outputs], 1).astype(jnp.float32)
-    values = jnp.stack([o.value for o in outputs], 1)  # [M, K+1]
-    logits = jnp.stack([o.policy_logits for o in outputs], 1)  # [M, K+1, A]
-    rewards = jnp.stack([o.reward for o in outputs[1:]], 1)  # [M, K]
+    latents = jnp.stack([o.state.latent.reshape(batch, -1) for o in outputs], 1).astype(jnp.float32)
+    values = jnp.stack([o.value for o in outputs], 1)  # [B, K+1]
+    logits = jnp.stack([o.policy_logits for o in outputs], 1)  # [B, K+1, A]
+    rewards = jnp.stack([o.reward for o in outputs[1:]], 1)  # [B, K]
 
     if windows.arms is None:
         log_policy = jax.nn.log_softmax(logits)

@@ -35,7 +35,7 @@ class Trajectory:
     policies: np.ndarray  # [T, A] search policy (Box actions: over the arms)
     values: np.ndarray  # [T] search root value
     terminal: bool  # the recording reaches the episode's terminal (not a time-limit cut)
-    arms: np.ndarray | None = None  # Box actions: [T, K, D] the search's arms (pre-tanh)
+    arms: np.ndarray | None = None  # Box actions: [T, S, D] the search's arms (pre-tanh)
 
 
 @dataclasses.dataclass

@@ -35,12 +35,12 @@ class Replay:
     # that is not cuts the episode short (time limit, run stopped): the return goes on.
     terminals: jax.Array
     segment_start: jax.Array  # [N, L] int32 absolute time of the segment's first step
-    policies: jax.Array      # [N, L, A] float32 search policy when acting; Box: over K arms
+    policies: jax.Array      # [N, L, A] float32 search policy when acting; Box: over S arms
     priorities: jax.Array    # [N, L] float32
     current_start: jax.Array  # [N] int32 absolute start of each row's open segment
     written: jax.Array       # [] int32 absolute time of the next column to write
     max_priority: jax.Array  # [] float32, given to new steps
-    arms: jax.Array | None = None  # Box actions: [N, L, K, D] float32 the policy's arms
+    arms: jax.Array | None = None  # Box actions: [N, L, S, D] float32 the policy's arms
 
     @property
     def length(self) -> int:
@@ -110,7 +110,7 @@ def add(replay: Replay, *, frames, actions, rewards, ends, terminals, starts, po
     frames [N, *frame], actions [N] (Box: [N, D]), rewards [N], ends [N] bool (segment
     ends after this step), terminals [N] bool (which of those ends are terminals; the
     others are cuts), starts [N] bool (this frame opens a segment), policies [N, A],
-    arms [N, K, D] (Box actions only).
+    arms [N, S, D] (Box actions only).
     """
     t = replay.written
     column = t % replay.length
@@ -170,14 +170,15 @@ def sample(replay: Replay, rng, *, batch_size: int, lookahead: int, alpha: float
 
 
 def _draw(rng, probs, num: int) -> jax.Array:
-    """`num` indices drawn with probabilities `probs` [M]; never one whose probability is 0.
+    """`num` indices drawn with probabilities `probs` [size]; never one whose probability
+    is 0.
 
     Inverse CDF on a CDF made flat across zero-probability entries: XLA's parallel cumsum
     can rise there by rounding, and plain inverse-CDF sampling (jax.random.choice) then
     drew an unwritten step about once in 10^7 draws, whose weight 1 / p made the loss NaN.
-    With the flat CDF the first entry above a draw always has p > 0. O(M + num log M); a
-    Gumbel-max draw costs num x M random numbers (most of an update at batch 32)."""
-    cdf = jax.lax.cummax(jnp.where(probs > 0, jnp.cumsum(probs), 0.0))  # [M]
+    With the flat CDF the first entry above a draw always has p > 0. O(size + num log size);
+    a Gumbel-max draw costs num x size random numbers (most of an update at batch 32)."""
+    cdf = jax.lax.cummax(jnp.where(probs > 0, jnp.cumsum(probs), 0.0))  # [size]
     u = jax.random.uniform(rng, (num,)) * cdf[-1]
     # argmax: the first entry at the CDF's top has p > 0 (a draw rounded up to the top).
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), jnp.argmax(cdf))
@@ -224,8 +225,9 @@ class FrameStack:
 
 
 def merge_stack(stacks, *, is_image: bool):
-    """Stacks to model observations: images [..., S, H, W, C] -> [..., H, W, S*C] (oldest
-    frame's channels first); vectors [..., S, D] -> [..., S*D]. numpy or jax arrays."""
+    """Stacks to model observations: images [..., stack, H, W, C] -> [..., H, W, stack * C]
+    (oldest frame's channels first); vectors [..., stack, F] -> [..., stack * F]. numpy or
+    jax arrays."""
     if is_image:
-        stacks = stacks.swapaxes(-4, -3).swapaxes(-3, -2)  # [..., H, W, S, C]
+        stacks = stacks.swapaxes(-4, -3).swapaxes(-3, -2)  # [..., H, W, stack, C]
     return stacks.reshape(*stacks.shape[:-2], -1)

@@ -296,7 +296,7 @@ def score_distribution(scores: np.ndarray) -> np.ndarray:
     rliable's `score_distributions` vectorised: its per-tau Python loop would dominate
     the bootstrap's run time.
     """
-    return (scores[..., None] > _PROFILE_TAUS).mean(axis=(0, 1))  # [S, G, T] -> [T]
+    return (scores[..., None] > _PROFILE_TAUS).mean(axis=(0, 1))  # [seeds, games, taus] -> [taus]
 
 
 def plot_performance_profile(
@@ -393,7 +393,7 @@ def _mean_over_seeds(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     low = min(c.steps[0] for c in curves)
     high = max(c.steps[-1] for c in curves)
-    grid = np.linspace(low, high, _CURVE_POINTS)  # [G]
+    grid = np.linspace(low, high, _CURVE_POINTS)  # [points]
     values = np.stack(
         [
             np.where(
@@ -403,7 +403,7 @@ def _mean_over_seeds(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.nd
             )
             for c in curves
         ]
-    )  # [S, G]
+    )  # [seeds, points]
     present = ~np.isnan(values)
     count = present.sum(axis=0)
     keep = count > 0

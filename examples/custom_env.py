@@ -1,7 +1,7 @@
 """A custom pixel environment for dreamzero: copy this file and change the game.
 
 dreamzero takes any gymnasium.Env with Discrete actions and either uint8 image
-observations (H, W, C) / (H, W) or flat vectors (D,). Point it at a class or at a
+observations (H, W, C) / (H, W) or flat vectors (F,). Point it at a class or at a
 function that returns an env:
 
     dreamzero check-env examples.custom_env:GridTreasure

@@ -1,8 +1,8 @@
 """Batched tree search over the learned model, on top of mctx.
 
 Discrete actions are mctx's actions. A Box action space is searched by sampling
-(Sampled MuZero, Hubert et al. 2021; EfficientZero-V2): each node draws K actions
-from its policy, those K *arms* are mctx's actions, and the node keeps them in its
+(Sampled MuZero, Hubert et al. 2021; EfficientZero-V2): each node draws S actions
+from its policy, those S *arms* are mctx's actions, and the node keeps them in its
 embedding (`SampledEmbedding`) so that `recurrent_fn` maps an arm to its action.
 """
 
@@ -35,13 +35,13 @@ class PlanOutput:
     action: `[B]` int32 the action to take; Box actions `[B, D]` in [-1, 1].
     action_weights: `[B, num_actions]` the improved policy (Gumbel) or the root
       visit distribution (MuZero); the policy target. Invalid actions get zero.
-      Box actions: `[B, K]`, over the root's arms.
+      Box actions: `[B, S]`, over the root's arms.
     root_value: `[B]` the search value at the root.
     greedy_value: `[B]` the Q-value of the action a greedy search takes (the most
       visited, ties to the higher Q): the value of acting on the search, where
       root_value also averages in the actions it explored.
     network_value: `[B]` the network's raw value at the root.
-    arms: Box actions only: `[B, K, D]` the root's arms (pre-tanh); else None.
+    arms: Box actions only: `[B, S, D]` the root's arms (pre-tanh); else None.
     """
 
     action: chex.Array
@@ -57,7 +57,7 @@ class SampledEmbedding:
     """A node of a search over Box actions: the model state there and its arms."""
 
     state: world_model.ModelState
-    arms: chex.Array  # [B, K, D] pre-tanh actions; arm i is mctx's action i
+    arms: chex.Array  # [B, S, D] pre-tanh actions; arm i is mctx's action i
 
 
 def model_root(graphdef: Any, params: Any, obs: chex.Array) -> mctx.RootFnOutput:
@@ -87,11 +87,11 @@ def sampled_root(rng: chex.PRNGKey, out: world_model.ModelOutput, *, num_arms: i
     """
     narrow_rng, wide_rng = jax.random.split(rng)
     params = out.policy_logits  # [B, 2D]
-    arms = gaussian.sample(narrow_rng, params, num_arms - wide_arms)  # [B, K - W, D]
+    arms = gaussian.sample(narrow_rng, params, num_arms - wide_arms)  # [B, S - wide_arms, D]
     if wide_arms:
         wide = gaussian.sample(wide_rng, params, wide_arms, std_scale=wide_scale)
-        arms = jnp.concatenate([arms, wide], axis=1)  # [B, K, D]
-        log_policy = gaussian.log_prob(params, arms)  # [B, K]
+        arms = jnp.concatenate([arms, wide], axis=1)  # [B, S, D]
+        log_policy = gaussian.log_prob(params, arms)  # [B, S]
         share = wide_arms / num_arms
         log_proposal = jnp.logaddexp(
             jnp.log1p(-share) + log_policy,
@@ -124,7 +124,7 @@ class _ModelRecurrentFn:
         prior_logits, next_embedding = out.policy_logits, out.state
         if self.num_arms:
             # Arms drawn from the node's own policy: the prior over them is uniform.
-            arms = gaussian.sample(rng, out.policy_logits, self.num_arms)  # [B, K, D]
+            arms = gaussian.sample(rng, out.policy_logits, self.num_arms)  # [B, S, D]
             prior_logits = jnp.zeros(arms.shape[:2], jnp.float32)
             next_embedding = SampledEmbedding(state=out.state, arms=arms)
         # EfficientZero does not model terminals: the discount is the same everywhere.
@@ -248,7 +248,7 @@ def plan(
         action = _act_on_visits(act_rng, summary.visit_counts, summary.qvalues, temperature)
     arms = None
     if isinstance(root.embedding, SampledEmbedding):
-        arms = root.embedding.arms  # [B, K, D]
+        arms = root.embedding.arms  # [B, S, D]
         action = gaussian.squash(jnp.take_along_axis(arms, action[:, None, None], axis=1)[:, 0])
     greedy = _greedy_action(summary.visit_counts, summary.qvalues)  # [B]
     return PlanOutput(

@@ -11,9 +11,9 @@ import mctx
 def _tree_min_max(tree: mctx.Tree) -> tuple[chex.Array, chex.Array]:
     """Min and max over every visited edge's Q(s, a) = r + discount * V(child) and every
     expanded node's value: the range EfficientZero's search statistics track."""
-    all_q = tree.children_rewards + tree.children_discounts * tree.children_values  # [N, A]
-    visited_edge = tree.children_visits > 0  # [N, A]
-    expanded = tree.node_visits > 0  # [N]
+    all_q = tree.children_rewards + tree.children_discounts * tree.children_values  # [nodes, A]
+    visited_edge = tree.children_visits > 0  # [nodes, A]
+    expanded = tree.node_visits > 0  # [nodes]
     min_value = jnp.minimum(
         jnp.min(jnp.where(visited_edge, all_q, jnp.inf)),
         jnp.min(jnp.where(expanded, tree.node_values, jnp.inf)),

@@ -45,7 +45,7 @@ def test_gaussian_log_prob_entropy_and_fresh_std():
     params = jnp.array([[0.3, -1.0, 0.0, 2.0]])  # means (0.3, -1), raw stds (0, 2)
     mean, std = gaussian.split(params)
     np.testing.assert_allclose(std[0, 0], 1.0 + gaussian.MIN_STD, rtol=1e-6)  # fresh head
-    arms = jnp.array([[[0.3, -1.0], [1.3, 0.0]]])  # [B, N, D]
+    arms = jnp.array([[[0.3, -1.0], [1.3, 0.0]]])  # [B, S, D]
     expected = [
         sum(-math.log(s) - 0.5 * math.log(2 * math.pi) - 0.5 * ((a - m) / s) ** 2
             for a, m, s in zip(arm, mean[0].tolist(), std[0].tolist(), strict=True))

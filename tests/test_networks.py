@@ -204,7 +204,7 @@ def test_keypoints_move_with_their_object_along_its_axis_only(side, positions):
     stride = side // positions
     frames[0, row : row + stride, col : col + stride] = (255, 200, 0)
     frames[1, row : row + stride, col + stride : col + 2 * stride] = (255, 200, 0)
-    out = np.asarray(jax.jit(keypoints)(jnp.asarray(frames)))  # [2, 2K] rows, then columns
+    out = np.asarray(jax.jit(keypoints)(jnp.asarray(frames)))  # [2, 8]: 4 rows, then 4 columns
     assert out.shape == (2, 8) and np.abs(out).max() <= 1.0
     np.testing.assert_allclose(out[0, :4], out[1, :4], atol=1e-6)  # rows stay
     assert np.all(np.abs(out[0, 4:] - out[1, 4:]) > 1e-4)  # every column moves

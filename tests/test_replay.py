@@ -135,7 +135,7 @@ def test_acting_stacks_equal_replay_stacks():
 
 
 def test_merge_stack_puts_frames_on_channels_oldest_first():
-    stacks = np.arange(2 * 3 * 4 * 4 * 2).reshape(2, 3, 4, 4, 2)  # [B, S, H, W, C]
+    stacks = np.arange(2 * 3 * 4 * 4 * 2).reshape(2, 3, 4, 4, 2)  # [B, stack, H, W, C]
     obs = replay_lib.merge_stack(stacks, is_image=True)
     assert obs.shape == (2, 4, 4, 6)
     np.testing.assert_array_equal(obs[..., 0:2], stacks[:, 0])

@@ -25,7 +25,8 @@ _DISCOUNT = 0.9
 
 
 def _table_recurrent_fn(params, rng, action, state):
-    """`params` = dict(transitions [S, A], rewards [S, A], values [S], logits [S, A])."""
+    """`params` = dict(transitions [states, A], rewards [states, A], values [states],
+    logits [states, A])."""
     del rng
     output = mctx.RecurrentFnOutput(
         reward=params["rewards"][state, action],
@@ -217,7 +218,7 @@ def _tree(
 
 @functools.partial(jax.jit, static_argnames="delta")
 def _minmax_all_nodes(tree, delta=0.01):
-    """The min-max transform at every node of an unbatched tree: `[N, A]`."""
+    """The min-max transform at every node of an unbatched tree: `[nodes, A]`."""
     nodes = jnp.arange(tree.node_values.shape[0])
     return jax.vmap(lambda i: search.qtransform_by_tree_min_max(tree, i, delta=delta))(nodes)
 
@@ -271,7 +272,7 @@ def test_minmax_qtransform_in_unit_interval():
         children_rewards=rng.normal(size=(num_trees, n, a)),
         children_values=10 * rng.normal(size=(num_trees, n, a)),
     )
-    scores = jax.vmap(_minmax_all_nodes)(trees)  # [T, N, A]
+    scores = jax.vmap(_minmax_all_nodes)(trees)  # [trees, nodes, A]
     expanded = node_visits > 0
     assert np.all(np.isfinite(scores))
     assert np.all((scores[expanded] >= 0) & (scores[expanded] <= 1 + 1e-6))
@@ -529,7 +530,7 @@ def test_plan_end_to_end_under_jit(model, kind, qtransform, request):
 # four arms (pre-tanh), whose actions are +0.9, -0.6, 0.0 and -0.95; from x = 0.6 the
 # best first action is -0.6 (reward 0), which the search must find: the prior is flat.
 _ARM_ACTIONS = np.array([0.9, -0.6, 0.0, -0.95])
-_ARMS = jnp.asarray(np.arctanh(_ARM_ACTIONS)[:, None], jnp.float32)  # [K, 1]
+_ARMS = jnp.asarray(np.arctanh(_ARM_ACTIONS)[:, None], jnp.float32)  # [S, 1]
 
 
 def _line_recurrent_fn(params, rng, arm, embedding):
@@ -546,7 +547,7 @@ def _line_recurrent_fn(params, rng, arm, embedding):
 @pytest.mark.parametrize("kind", ["gumbel", "muzero"])
 def test_golden_sampled_search_moves_towards_zero(kind):
     positions = jnp.array([0.6, -0.9])  # best first actions: -0.6 and +0.9
-    arms = jnp.broadcast_to(_ARMS, (2, *_ARMS.shape))  # [B, K, 1]
+    arms = jnp.broadcast_to(_ARMS, (2, *_ARMS.shape))  # [B, S, 1]
     root = mctx.RootFnOutput(prior_logits=jnp.zeros((2, len(_ARM_ACTIONS))),
                              value=jnp.zeros(2),
                              embedding=search.SampledEmbedding(state=positions, arms=arms))

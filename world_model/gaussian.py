@@ -32,7 +32,7 @@ def sample(rng: jax.Array, params: jax.Array, num: int, *, std_scale: float = 1.
 
 
 def log_prob(params: jax.Array, arms: jax.Array, *, std_scale: float = 1.0) -> jax.Array:
-    """Log-density of pre-tanh actions arms [..., N, D] under params [..., 2D] -> [..., N]
+    """Log-density of pre-tanh actions arms [..., S, D] under params [..., 2D] -> [..., S]
     (of the Gaussian before the tanh; the tanh's Jacobian is left out)."""
     mean, std = split(params)
     std = std_scale * std[..., None, :]

@@ -200,7 +200,7 @@ def _consistency(model, latents: jax.Array, next_obs: jax.Array) -> jax.Array:
     """Unrolled latents [B, K, *latent], next_obs [B, K, *obs_shape] -> [B, K] neg. cosines."""
     batch, num_steps = next_obs.shape[:2]
     flat_latents = latents.reshape(batch * num_steps, *latents.shape[2:])  # [B*K, *latent]
-    predicted = model.project(flat_latents, predict=True)  # [B*K, P]
+    predicted = model.project(flat_latents, predict=True)  # [B*K, proj_out]
     flat_obs = next_obs.reshape(batch * num_steps, *next_obs.shape[2:])  # [B*K, *obs_shape]
     target = jax.lax.stop_gradient(model.project(model.represent(flat_obs), predict=False))
     return _negative_cosine(predicted, target).reshape(batch, num_steps)

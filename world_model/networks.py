@@ -65,9 +65,9 @@ class ModelConfig:
     action_embedding_dim: int = 16
     """Size of the learned action embedding (used only with action_embedding)."""
     support_size: int = 300
-    """Value support: 2S + 1 categorical bins over h(value), the integers -S..S."""
+    """Value support Z: 2Z + 1 categorical bins over h(value), the integers -Z..Z."""
     reward_support_size: int = 300
-    """Reward / value-prefix support: 2S + 1 bins over h(reward), from -S to S bin widths."""
+    """Reward / value-prefix support Z: 2Z + 1 bins over h(reward), from -Z to Z bin widths."""
     reward_bin_width: float = 1.0
     """Width of the reward (value-prefix) bins in h's units. With EfficientZero's 1 the
     targets of rewards -1, 0 and +1 all put 58% or more of their mass on bin 0, so a rare
@@ -102,9 +102,9 @@ class ModelConfig:
 class ModelState:
     """What search carries between model calls (the mctx embedding)."""
 
-    latent: chex.Array  # [B, h, w, C] images or [B, D] vectors, float32 in [0, 1]
-    lstm_h: chex.Array  # [B, L] float32; L = lstm_hidden, or 0 without value_prefix
-    lstm_c: chex.Array  # [B, L] float32
+    latent: chex.Array  # [B, h, w, C] images or [B, F] vectors, float32 in [0, 1]
+    lstm_h: chex.Array  # [B, lstm_hidden] float32; width 0 without value_prefix
+    lstm_c: chex.Array  # [B, lstm_hidden] float32
     prefix: chex.Array  # [B] float32, value prefix so far in this LSTM horizon
     steps: chex.Array  # [B] int32, dynamics steps since the last LSTM reset
 
@@ -125,7 +125,7 @@ def make_model(
     cfg: ModelConfig, obs_shape: Sequence[int], num_actions: int, *, seed: int,
     action_dim: int = 0,
 ) -> tuple[nnx.GraphDef, nnx.State]:
-    """Builds the model for `obs_shape` ((H, W, C) uint8 or (D,)) and splits it.
+    """Builds the model for `obs_shape` ((H, W, C) uint8 or (F,)) and splits it.
 
     Discrete actions: `num_actions` > 0 and `action_dim` 0. A Box of `action_dim`
     dimensions (actions in [-1, 1]): `num_actions` 0; the policy head is then a squashed
@@ -133,7 +133,7 @@ def make_model(
     """
     obs_shape = tuple(int(n) for n in obs_shape)
     if len(obs_shape) not in (1, 3) or min(obs_shape) <= 0:
-        raise ValueError(f"obs_shape {obs_shape} must be (H, W, C) for images or (D,) for vectors")
+        raise ValueError(f"obs_shape {obs_shape} must be (H, W, C) for images or (F,) for vectors")
     if (num_actions > 0) == (action_dim > 0) or min(num_actions, action_dim) < 0:
         raise ValueError("give num_actions > 0 (Discrete) or action_dim > 0 (Box), not both "
                          f"(got {num_actions}, {action_dim})")
@@ -162,7 +162,7 @@ def project(
 def _initial_step(model: "_WorldModel", obs: jax.Array) -> ModelOutput:
     latent = model.represent(obs)
     batch = latent.shape[0]
-    carry = jnp.zeros((batch, model.carry_size), jnp.float32)  # [B, L]
+    carry = jnp.zeros((batch, model.carry_size), jnp.float32)  # [B, lstm_hidden]
     zeros = jnp.zeros((batch,), jnp.float32)  # [B]
     state = ModelState(
         latent=latent, lstm_h=carry, lstm_c=carry, prefix=zeros,
@@ -181,8 +181,8 @@ def _recurrent_step(
     """
     cfg = model.cfg
     reset = state.steps >= cfg.lstm_horizon  # [B]; a new horizon starts from zero
-    lstm_h = jnp.where(reset[:, None], 0.0, state.lstm_h)  # [B, L]
-    lstm_c = jnp.where(reset[:, None], 0.0, state.lstm_c)  # [B, L]
+    lstm_h = jnp.where(reset[:, None], 0.0, state.lstm_h)  # [B, lstm_hidden]
+    lstm_c = jnp.where(reset[:, None], 0.0, state.lstm_c)  # [B, lstm_hidden]
     prefix = jnp.where(reset, 0.0, state.prefix)  # [B]
     steps = jnp.where(reset, 0, state.steps) + 1  # [B]
 
@@ -222,7 +222,7 @@ def _scale_gradient(x: jax.Array, scale: float) -> jax.Array:
 
 def _normalize(x: jax.Array) -> jax.Array:
     """Min-max normalises each sample of x [B, ...] to [0, 1] (EfficientZero's latent)."""
-    flat = x.reshape(x.shape[0], -1)  # [B, N]
+    flat = x.reshape(x.shape[0], -1)  # [B, F]
     # Gather at argmin / argmax: the gradient goes to one element by index. (jnp.min's
     # gradient finds the minimum by equality, which breaks with a recomputed operand.)
     low = jnp.take_along_axis(flat, flat.argmin(axis=-1, keepdims=True), axis=-1)  # [B, 1]
@@ -327,7 +327,7 @@ class _DenseBlock(nnx.Module):
         self.fc2 = _linear(width, width, rngs=rngs)
         self.norm2 = _norm(width, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:  # [B, D] -> [B, D]
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, F] -> [B, F]
         y = jax.nn.relu(self.norm1(self.fc1(x)))
         return jax.nn.relu(x + self.norm2(self.fc2(y)))
 
@@ -370,7 +370,8 @@ class _ImageEncoder(nnx.Module):
 
 
 class _Keypoints(nnx.Module):
-    """uint8 [B, H, W, C] -> [B, 2K] float: K keypoints' rows, then columns, in [-1, 1].
+    """uint8 [B, H, W, C] -> [B, 2 * keypoints] float: the keypoints' rows, then columns,
+    in [-1, 1].
 
     3x3 conv - LN - relu - 1x1 conv: the relu lets a channel pick one shade out of several
     (catch's ball 255 and paddle 128 in one channel), which a linear map's softmax cannot.
@@ -386,16 +387,16 @@ class _Keypoints(nnx.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.astype(jnp.float32) / 255.0  # [B, H, W, C] in [0, 1]
         logits = self.conv2(jax.nn.relu(self.norm(self.conv1(x))))
-        batch, height, width, count = logits.shape  # [B, h, w, K]
+        batch, height, width, count = logits.shape  # [B, h, w, keypoints]
         probs = jax.nn.softmax(logits.reshape(batch, height * width, count), axis=1)
         probs = probs.reshape(logits.shape)  # each channel sums to 1 over the frame
-        rows = jnp.einsum("bhwk,h->bk", probs, jnp.linspace(-1.0, 1.0, height))  # [B, K]
-        cols = jnp.einsum("bhwk,w->bk", probs, jnp.linspace(-1.0, 1.0, width))  # [B, K]
+        rows = jnp.einsum("bhwk,h->bk", probs, jnp.linspace(-1.0, 1.0, height))  # [B, keypoints]
+        cols = jnp.einsum("bhwk,w->bk", probs, jnp.linspace(-1.0, 1.0, width))  # [B, keypoints]
         return jnp.concatenate([rows, cols], axis=-1)
 
 
 class _VectorEncoder(nnx.Module):
-    """float [B, D] or uint8 [B, H, W, C] -> [B, vector_hidden]; images enter as
+    """float [B, F] or uint8 [B, H, W, C] -> [B, vector_hidden]; images enter as
     `cfg.keypoints` keypoints, or flattened and scaled to [0, 1]."""
 
     def __init__(self, obs_shape: tuple[int, ...], cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -414,9 +415,9 @@ class _VectorEncoder(nnx.Module):
 
     def __call__(self, obs: jax.Array) -> jax.Array:
         if self.keypoints is not None:
-            x = self.keypoints(obs)  # [B, 2K]
+            x = self.keypoints(obs)  # [B, 2 * keypoints]
         else:
-            x = obs.reshape(obs.shape[0], -1).astype(jnp.float32) * self.scale  # [B, D_in]
+            x = obs.reshape(obs.shape[0], -1).astype(jnp.float32) * self.scale  # [B, F]
         return self.blocks(self.stem(x))
 
 
@@ -491,7 +492,7 @@ class _Reduce(nnx.Module):
 
 
 class _MLPHead(nnx.Module):
-    """[B, N] -> [B, out] float32 logits; one hidden layer, zero-initialised output."""
+    """[B, F] -> [B, out] float32 logits; one hidden layer, zero-initialised output."""
 
     def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, *, rngs):
         self.hidden = _linear(in_features, cfg.head_hidden, rngs=rngs)
@@ -526,7 +527,7 @@ class _ValuePrefixHead(nnx.Module):
         self.head = _MLPHead(cfg.lstm_hidden, 2 * cfg.reward_support_size + 1, cfg, rngs=rngs)
 
     def __call__(self, carry, latent: jax.Array):
-        carry, out = self.lstm(carry, self.reduce(latent))  # out [B, L]
+        carry, out = self.lstm(carry, self.reduce(latent))  # out [B, lstm_hidden]
         return carry, self.head(jax.nn.relu(self.norm(out)))
 
 
@@ -610,7 +611,7 @@ class _WorldModel(nnx.Module):
         return _normalize(self.dynamics_net(latent, action))
 
     def reward(self, carry, latent: jax.Array):
-        """((c, h) [B, L] each, next latent) -> (new carry, reward logits [B, R])."""
+        """((c, h) [B, lstm_hidden] each, next latent) -> (new carry, reward logits [B, R])."""
         return self.reward_head(carry, latent)
 
     def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:

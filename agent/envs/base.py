@@ -31,7 +31,7 @@ class EnvSpec:
     name: canonical string that resolves to the same env again ("atari:pong", "gym:CartPole-v1",
       "custom:examples.custom_env:GridTreasure", "builtin:catch").
     kind: "atari" | "gym" | "custom" | "builtin".
-    frame_shape: one frame, (H, W, C) for images or (D,) for vectors.
+    frame_shape: one frame, (H, W, C) for images or (F,) for vectors.
     frame_dtype: "uint8" for images, "float32" for vectors.
     stack: frames per observation (1 for vectors).
     num_actions: the Discrete choices; 0 for a Box action space.
@@ -58,7 +58,7 @@ class EnvSpec:
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
-        """One model input: (H, W, stack * C) for images, (stack * D,) for vectors."""
+        """One model input: (H, W, stack * C) for images, (stack * F,) for vectors."""
         if self.is_image:
             height, width, channels = self.frame_shape
             return (height, width, self.stack * channels)
@@ -195,7 +195,7 @@ class VectorEnv(abc.ABC):
         self._check_finite("reward", reward[:, None])
 
     def _check_finite(self, field: str, values: np.ndarray) -> None:
-        """values: [N, D]; names the first env index holding a NaN or inf."""
+        """values: [N, F]; names the first env index holding a NaN or inf."""
         finite = np.isfinite(values)
         if not finite.all():
             index = int(np.flatnonzero(~finite.all(axis=1))[0])

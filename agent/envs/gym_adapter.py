@@ -3,7 +3,7 @@
 Supported: Discrete actions, or flat Box (D,) actions with finite bounds (agents act in
 [-1, 1], rescaled here to the bounds); observations that are uint8 images, Box (H, W, C) or
 (H, W), bool images of the same shapes (MinAtar's C feature planes; read as uint8 0 / 255),
-flat vectors, Box (D,), or a Dict of float Boxes (DeepMind Control's proprioceptive
+flat vectors, Box (F,), or a Dict of float Boxes (DeepMind Control's proprioceptive
 observations), flattened into one vector in sorted key order. Images larger than
 image_size are area-resized to image_size x image_size; smaller ones keep their size.
 Images are stacked here (the last `frame_stack` frames, a new episode starts with copies
@@ -191,7 +191,7 @@ def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, fra
                  else type(obs_space).__name__)
     raise EnvError(f"{source.name!r} has a {described} observation space; dreamzero needs a uint8 "
                    "image Box (H, W, C) or (H, W), a bool one (read as 0 / 255), or a flat Box "
-                   "(D,): convert it with a gymnasium.ObservationWrapper (e.g. "
+                   "(F,): convert it with a gymnasium.ObservationWrapper (e.g. "
                    "FlattenObservation)")
 
 
