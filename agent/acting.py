@@ -81,9 +81,10 @@ def make_act(graphdef, cfg: SearchConfig, *, discount: float, greedy: bool,
 class Actor:
     """Acts in N envs with a search: builds the observations, plans, steps the envs.
 
-    The stacks follow the replay's rule (`replay.FrameStack`): a segment starts, after any
-    end (a life loss included), with its first frame repeated. So what the search sees
-    when acting is what reanalysis later rebuilds from the replay.
+    The envs hand out single frames; the stacks are built here by the replay's rule
+    (`replay.FrameStack`): a segment starts, after any end (a life loss included), with
+    its first frame repeated. So what the search sees when acting is what reanalysis
+    later rebuilds from the replay.
 
         plan = actor.plan(params, rng, temperature)   # search on actor.obs
         step, transition = actor.step(plan)           # env step; replay.add's keywords
@@ -92,7 +93,7 @@ class Actor:
     def __init__(self, env: VectorEnv, act):
         self.env = env
         self._act = act
-        self._stack = replay_lib.FrameStack(env.reset()[:, -1], env.spec.stack)
+        self._stack = replay_lib.FrameStack(env.reset(), env.spec.stack)
         self._starts = np.ones(env.num_envs, bool)  # [N] a segment starts at this step
         self.obs = self._observe()  # [N, *obs_shape] what the next search sees
 
@@ -118,6 +119,6 @@ class Actor:
                           rewards=step.reward, ends=ends, terminals=step.train_terminal,
                           starts=self._starts, policies=plan.action_weights, arms=plan.arms)
         self._starts = ends
-        self._stack.push(step.obs[:, -1], ends)
+        self._stack.push(step.obs, ends)
         self.obs = self._observe()
         return step, transition

@@ -83,7 +83,7 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
             if ended[i]:
                 recording[i] = []
         if record_video and not returns[0]:
-            video.append(step.obs[0, -1])
+            video.append(step.obs[0])
     env.close()
     return Episodes(returns=[r for per_env in returns for r in per_env], video=video,
                     trajectories=trajectories)

@@ -4,11 +4,13 @@ import json
 import textwrap
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from ale_py import roms
 
+from agent.acting import Actor
 from agent.envs import ATARI_100K_GAMES, EnvError, catch, check_env, make_env, resolve_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,17 +36,15 @@ def test_atari_protocol_shapes_and_settings():
     with make_env("pong", num_envs=2, seed=0) as env:
         obs = env.reset()
         step = env.step(np.zeros(2, np.int64))
-    assert obs.shape == step.obs.shape == (2, 4, 96, 96, 3) and obs.dtype == np.uint8
-    assert env.obs_shape == (96, 96, 12) and env.num_actions == 6
+    assert obs.shape == step.obs.shape == (2, 96, 96, 3) and obs.dtype == np.uint8
+    assert env.spec.obs_shape == (96, 96, 12) and env.num_actions == 6
     assert step.reward.dtype == np.float32 and step.episode_length.dtype == np.int32
     settings = env.spec.settings
     assert settings["frameskip"] == 4 and settings["repeat_action_probability"] == 0.0
     assert settings["noop_max"] == 30 and settings["max_episode_frames"] == 108_000
     assert settings["reward_clipping"] is False and settings["life_loss_terminal"] is True
     assert resolve_spec("pong", mode="eval").settings["life_loss_terminal"] is False
-    # A new episode's stack holds copies of its first frame (ALE would zero-fill it).
-    assert (obs == obs[:, -1:]).all() and obs.max() > 0
-    assert np.array_equal(step.obs[:, :-1], obs[:, 1:])
+    assert obs.max() > 0
     assert json.loads(json.dumps(env.spec.to_dict()))["obs_shape"] == [96, 96, 12]
 
 
@@ -60,9 +60,9 @@ def test_atari_grayscale_frames_have_one_channel():
     with make_env("pong", num_envs=2, seed=0, image_size=64, grayscale=True) as env:
         obs = env.reset()
         step = env.step(np.zeros(2, np.int64))
-    assert obs.shape == step.obs.shape == (2, 4, 64, 64, 1) and obs.dtype == np.uint8
-    assert env.obs_shape == (64, 64, 4) and env.spec.settings["image"] == "64x64 grayscale"
-    assert np.array_equal(step.obs[:, :-1], obs[:, 1:]) and obs.max() > 0
+    assert obs.shape == step.obs.shape == (2, 64, 64, 1) and obs.dtype == np.uint8
+    assert env.spec.obs_shape == (64, 64, 4) and env.spec.settings["image"] == "64x64 grayscale"
+    assert obs.max() > 0
     with pytest.raises(EnvError, match="grayscale applies to Atari games only"):
         resolve_spec("catch", grayscale=True)
 
@@ -113,10 +113,30 @@ def test_life_loss_ends_training_episodes_only():
     t = next(i for i, s in enumerate(train) if s.train_terminal[0])
     assert not train[t].terminated[0] and not train[t].truncated[0]
     assert train[t].episode_length[0] == 0  # the episode goes on
-    # The game continues: the next stack is the same one shifted by a frame.
-    assert np.array_equal(train[t + 1].obs[0, :-1], train[t].obs[0, 1:])
     assert not evaluation[t].train_terminal[0]
+    # The game continues: both modes see the same frames.
     assert all(np.array_equal(a.obs, b.obs) for a, b in zip(train, evaluation, strict=True))
+
+
+def test_actor_stacks_restart_at_life_losses_in_training_only():
+    """Envs hand out single frames and the Actor stacks them by the replay's rule: a stack
+    starts over with its first frame repeated at a reset and at a training terminal."""
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([[FIRE], rng.integers(4, size=150)])[:, None]  # [T, 1]
+    seen = {}
+    for mode in ("train", "eval"):
+        with make_env("breakout", num_envs=1, seed=0, mode=mode) as env:
+            actor = Actor(env, act=None)  # stepped on the given actions, no search
+            assert np.array_equal(actor.obs, np.concatenate([actor.frames] * 4, axis=-1))
+            seen[mode] = []
+            for action in actions:
+                plan = SimpleNamespace(action=action, action_weights=None, arms=None)
+                step, _ = actor.step(plan)
+                seen[mode].append((step, actor.obs))  # obs: [1, H, W, 4 * C]
+    t = next(i for i, (step, _) in enumerate(seen["train"]) if step.train_terminal[0])
+    restarted = np.concatenate([seen["train"][t][0].obs] * 4, axis=-1)
+    assert np.array_equal(seen["train"][t][1], restarted)
+    assert not np.array_equal(seen["eval"][t][1], restarted)  # the same frames run on
 
 
 def test_frame_cap_truncates():
@@ -127,7 +147,6 @@ def test_frame_cap_truncates():
     assert (cap.episode_length == 400 // 4).all()
     assert np.allclose(cap.episode_return, np.sum([s.reward for s in steps[:100]], axis=0))
     assert not any(s.truncated.any() for s in steps[:99] + steps[100:])
-    assert (cap.obs == cap.obs[:, -1:]).all()  # already the next episode's first obs
 
 
 def test_game_over_returns_next_episode_and_no_reset_step():
@@ -144,8 +163,9 @@ def test_game_over_returns_next_episode_and_no_reset_step():
     assert step.terminated[0] and step.episode_length[0] == length
     # Breakout's first frame is the same for every no-op count, so compare with a reset.
     assert np.array_equal(step.obs, fresh)
-    # The next step already belongs to the new episode: no hidden reset step in between.
-    assert np.array_equal(after.obs[0, :-1], step.obs[0, 1:])
+    # The next step already belongs to the new episode: no hidden reset step in between
+    # (one would show the first frame again).
+    assert not np.array_equal(after.obs, step.obs)
     assert not after.terminated[0] and after.episode_length[0] == 0
 
 
@@ -163,7 +183,7 @@ def test_catch_is_deterministic():
         )
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
     assert not np.array_equal(runs[0][0], runs[2][0])
-    assert runs[0][0].shape == (201, 4, 4, 10, 10, 1) and runs[0][0].dtype == np.uint8
+    assert runs[0][0].shape == (201, 4, 10, 10, 1) and runs[0][0].dtype == np.uint8
 
 
 def test_catch_random_policy_return():
@@ -180,15 +200,14 @@ def test_catch_random_policy_return():
 
 def test_catch_perfect_policy_gets_optimal_return():
     with make_env("catch", num_envs=8, seed=0, frame_stack=2) as env:
-        assert env.obs_shape == (10, 10, 2)
+        assert env.spec.obs_shape == (10, 10, 2)
         obs = env.reset()
         finished = []
         for _ in range(2 * 90):
-            frame = obs[:, -1, :, :, 0]  # [N, 10, 10] newest frame
+            frame = obs[..., 0]  # [N, 10, 10]
             ball = (frame == catch.BALL).any(axis=1).argmax(axis=1)
             paddle = (frame[:, -1] == catch.PADDLE).argmax(axis=1)
             step = env.step(np.sign(ball - paddle) + 1)
-            assert np.array_equal(step.obs[:, 0], obs[:, 1]) or step.terminated.any()
             obs = step.obs
             finished += step.episode_return[step.terminated].tolist()
     assert finished == [catch.OPTIMAL_RETURN] * 16
@@ -204,7 +223,7 @@ def test_gym_vector_env():
     assert spec.name == "gym:CartPole-v1" and spec.stack == 1 and spec.obs_shape == (4,)
     with make_env("CartPole-v1", num_envs=3, seed=0, frame_stack=4) as env:
         first, steps = rollout(env, np.ones((60, 3), np.int64))
-    assert first.shape == (3, 1, 4) and first.dtype == np.float32 and env.num_actions == 2
+    assert first.shape == (3, 4) and first.dtype == np.float32 and env.num_actions == 2
     ended = [s for s in steps if s.terminated.any()]
     assert ended and all((s.episode_return == s.episode_length)[s.terminated].all() for s in ended)
 
@@ -223,8 +242,7 @@ def test_custom_env_forms(in_repo, name):
     with make_env(name, num_envs=2, seed=0) as env:
         obs = env.reset()
         step = env.step(np.array([0, 3]))
-    assert obs.shape == (2, 4, *spec.frame_shape) and obs.dtype == np.uint8
-    assert np.array_equal(step.obs[:, :-1], obs[:, 1:])
+    assert obs.shape == step.obs.shape == (2, *spec.frame_shape) and obs.dtype == np.uint8
 
 
 def test_custom_env_from_absolute_path_is_seeded():
@@ -247,7 +265,7 @@ def test_large_images_are_area_resized(in_repo, monkeypatch):
         obs = env.reset()
     native, _ = custom.GridTreasure().reset(seed=0)  # [48, 48, 3], cells of 8x8 pixels
     assert env.spec.frame_shape == (24, 24, 3)
-    assert np.array_equal(obs[0, -1], native[::2, ::2])  # each 2x2 block lies in one cell
+    assert np.array_equal(obs[0], native[::2, ::2])  # each 2x2 block lies in one cell
 
 
 BAD_ENVS = textwrap.dedent("""
@@ -302,8 +320,8 @@ def test_grayscale_images_get_a_channel(bad_envs):
         spec = resolve_spec(f"{bad_envs}:Gray")
     assert spec.frame_shape == (12, 10, 1) and spec.obs_shape == (12, 10, 4)
     with make_env(f"{bad_envs}:Gray", num_envs=2, seed=0) as env:
-        assert env.reset().shape == (2, 4, 12, 10, 1)
-        assert env.step(np.array([0, 1])).obs.shape == (2, 4, 12, 10, 1)
+        assert env.reset().shape == (2, 12, 10, 1)
+        assert env.step(np.array([0, 1])).obs.shape == (2, 12, 10, 1)
 
 
 @pytest.mark.parametrize(
@@ -389,7 +407,7 @@ def test_box_actions_are_rescaled_from_unit_bounds(tmp_path):
     with make_env(f"{path}:Echo", num_envs=2, seed=0) as env:
         env.reset()
         step = env.step(np.array([[-1.0, 1.0], [0.5, 0.0]], np.float32))
-        assert np.allclose(step.obs[:, -1, 1:], [[-2.0, 10.0], [1.0, 5.0]])  # pole first
+        assert np.allclose(step.obs[:, 1:], [[-2.0, 10.0], [1.0, 5.0]])  # pole first
         with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
             env.step(np.array([[1.5, 0.0], [0.0, 0.0]], np.float32))
         with pytest.raises(ValueError, match=r"\[2, 2\] floats"):

@@ -58,7 +58,8 @@ def make_env(name: str, *, num_envs: int, seed: int, mode: str = "train", image_
     """Builds `num_envs` copies of ENV; copy i is seeded with seed + i at the first reset().
 
     mode="train" makes a life loss a training terminal (Step.train_terminal); "eval" does not.
-    Observations are [num_envs, stack, *frame_shape]; see EnvSpec.obs_shape for the model's.
+    Observations are single frames [num_envs, *frame_shape]; the agent stacks `frame_stack`
+    of them into the model's (EnvSpec.obs_shape).
     """
     if not isinstance(num_envs, int | np.integer) or num_envs < 1:
         raise EnvError(f"num_envs must be an integer >= 1, got {num_envs!r}")

@@ -18,7 +18,7 @@ from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 from gymnasium.vector import AutoresetMode
 
-from agent.envs.base import EnvSpec, VectorEnv, push_frames
+from agent.envs.base import STACK_RESET, EnvSpec, VectorEnv
 
 FRAMESKIP = 4
 
@@ -58,8 +58,8 @@ def _ale_env(game: str, num_envs: int, *, image_size: int, grayscale: bool, noop
         img_height=image_size,
         img_width=image_size,
         grayscale=grayscale,
-        # ALE zero-fills a new episode's stack and keeps those zeros for the next steps; we
-        # stack ourselves so that every kind starts with copies of the first frame.
+        # One frame per step: the agent stacks frames by the replay's rule (ALE's stacks
+        # would start an episode with zeros and run on across life losses).
         stack_num=1,
         frameskip=FRAMESKIP,
         maxpool=True,
@@ -99,7 +99,7 @@ def _spec(ale: AtariVectorEnv, game: str, *, mode: str, image_size: int, graysca
         "mode": mode,
         "image": f"{image_size}x{image_size} {'grayscale' if grayscale else 'RGB'}",
         "frame_stack": frame_stack,
-        "stack_reset": "first frame repeated",
+        "stack_reset": STACK_RESET,
         "frameskip": FRAMESKIP,
         "maxpool_last_two_frames": True,
         "repeat_action_probability": 0.0,
@@ -135,14 +135,12 @@ class AtariEnv(VectorEnv):
         super().__init__(spec, num_envs=num_envs, mode=mode)
         self._seed = seed
         self._lives = np.zeros(num_envs, np.int32)  # [N] lives after the last step
-        self._stack = np.zeros((num_envs, spec.stack, *spec.frame_shape), np.uint8)
 
     def _reset(self) -> np.ndarray:
         obs, info = self._ale.reset(seed=self._seed)
         self._seed = None  # later resets continue each copy's stream
         self._lives = info["lives"]
-        self._stack = push_frames(self._stack, self._frames(obs), np.ones(self.num_envs, bool))
-        return self._stack
+        return self._frames(obs)
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         obs, reward, terminated, truncated, info = self._ale.step(actions)
@@ -150,8 +148,7 @@ class AtariEnv(VectorEnv):
         # Where done, `lives` already belongs to the new episode, so compare only elsewhere.
         life_loss = ~done & (info["lives"] < self._lives)  # [N] bool
         self._lives = info["lives"]
-        self._stack = push_frames(self._stack, self._frames(obs), done)
-        return self._stack, reward.astype(np.float32), terminated, truncated, life_loss
+        return self._frames(obs), reward.astype(np.float32), terminated, truncated, life_loss
 
     def _frames(self, obs: np.ndarray) -> np.ndarray:
         """ALE's [N, 1, H, W, 3] RGB or [N, 1, H, W] grayscale -> [N, H, W, C] uint8."""

@@ -1,5 +1,7 @@
 """The contracts every environment kind implements: EnvSpec, Step, VectorEnv, EnvError.
 
+Envs hand out one frame per env step; the agent stacks them, by the replay's rule alone
+(agent.replay), so the stacks seen when acting and when learning cannot differ.
 VectorEnv checks what every env hands out (observations against the spec, finite
 rewards), so bad data from any env kind is refused where it enters training or evaluation.
 """
@@ -13,6 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 MODES = ("train", "eval")
+# The rule the agent stacks frames by (agent.replay), shown in image envs' settings.
+STACK_RESET = "first frame repeated after each reset and training terminal"
 
 
 class EnvError(ValueError):
@@ -33,7 +37,7 @@ class EnvSpec:
     kind: "atari" | "gym" | "custom" | "builtin".
     frame_shape: one frame, (H, W, C) for images or (F,) for vectors.
     frame_dtype: "uint8" for images, "float32" for vectors.
-    stack: frames per observation (1 for vectors).
+    stack: frames per model observation (1 for vectors); the agent stacks them.
     num_actions: the Discrete choices; 0 for a Box action space.
     is_image: frames are images (uint8) rather than vectors.
     action_dim: a Box action space's dimensions, 0 for Discrete. Agents act in [-1, 1]
@@ -82,7 +86,7 @@ class EnvSpec:
 class Step(NamedTuple):
     """One step of N environments; where an episode ended, `obs` already starts the next one.
 
-    obs: [N, stack, *frame_shape] uint8 or float32
+    obs: [N, *frame_shape] uint8 or float32, each env's newest frame
     reward: [N] float32, raw (unclipped)
     terminated: [N] bool, real end of the game
     truncated: [N] bool, time or frame cap
@@ -122,12 +126,8 @@ class VectorEnv(abc.ABC):
     def num_actions(self) -> int:
         return self.spec.num_actions
 
-    @property
-    def obs_shape(self) -> tuple[int, ...]:
-        return self.spec.obs_shape
-
     def reset(self) -> np.ndarray:
-        """Starts new episodes in all copies; returns obs [N, stack, *frame_shape]."""
+        """Starts new episodes in all copies; returns obs [N, *frame_shape]."""
         self._return[:] = 0
         self._length[:] = 0
         self._steps = 0
@@ -172,10 +172,9 @@ class VectorEnv(abc.ABC):
         return actions.astype(np.int32)
 
     def _check(self, obs: np.ndarray, reward: np.ndarray | None = None) -> None:
-        """Raises EnvDataError unless obs is [N, stack, *frame_shape] of the spec's dtype,
-        its newest frames finite, and reward [N] finite numbers. Only the newest frames:
-        the older ones were checked when they came in."""
-        expected = (self.num_envs, self.spec.stack, *self.spec.frame_shape)
+        """Raises EnvDataError unless obs is [N, *frame_shape] of the spec's dtype and
+        finite, and reward [N] finite numbers."""
+        expected = (self.num_envs, *self.spec.frame_shape)
         if not isinstance(obs, np.ndarray) or obs.shape != expected:
             shape = getattr(obs, "shape", type(obs).__name__)
             raise self._bad("observation", f"has shape {shape}, the spec says {expected}")
@@ -184,7 +183,7 @@ class VectorEnv(abc.ABC):
             raise self._bad("observation",
                             f"has dtype {obs.dtype}, the spec says {self.spec.frame_dtype}{rule}")
         if obs.dtype.kind == "f":
-            self._check_finite("observation", obs[:, -1].reshape(self.num_envs, -1))
+            self._check_finite("observation", obs.reshape(self.num_envs, -1))
         if reward is None:
             return
         if (not isinstance(reward, np.ndarray) or reward.shape != (self.num_envs,)
@@ -220,27 +219,16 @@ class VectorEnv(abc.ABC):
 
     @abc.abstractmethod
     def _reset(self) -> np.ndarray:
-        """Resets every copy (seeded the first time); returns obs [N, stack, *frame_shape]."""
+        """Resets every copy (seeded the first time); returns obs [N, *frame_shape]."""
 
     @abc.abstractmethod
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """Steps with actions [N] int32 (Box: [N, D] float32 in [-1, 1]) and resets
         finished copies at once.
 
-        Returns obs [N, stack, *frame_shape] (the next episode's first obs where one ended),
+        Returns obs [N, *frame_shape] (the next episode's first frame where one ended),
         reward [N] float32, terminated [N] bool, truncated [N] bool, life_loss [N] bool.
         """
-
-
-def push_frames(stack: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-    """Appends the newest frames; fresh episodes get a stack of copies of their first frame.
-
-    stack: [N, stack, *frame] previous observations; frames: [N, *frame]; fresh: [N] bool.
-    Returns a new array, so observations handed out earlier never change.
-    """
-    stacked = np.concatenate([stack[:, 1:], frames[:, None]], axis=1)  # [N, stack, *frame]
-    stacked[fresh] = frames[fresh][:, None]
-    return stacked
 
 
 def check_keywords(*, mode: str, image_size: int, frame_stack: int, noop_max: int,

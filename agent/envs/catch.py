@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.envs.base import EnvSpec, VectorEnv, push_frames
+from agent.envs.base import STACK_RESET, EnvSpec, VectorEnv
 
 ROWS = 10
 COLS = 10
@@ -36,7 +36,7 @@ def resolve(*, mode: str, frame_stack: int, max_episode_frames: int) -> EnvSpec:
         "balls_per_episode": NUM_BALLS,
         "actions": ["LEFT", "STAY", "RIGHT"],
         "frame_stack": frame_stack,
-        "stack_reset": "first frame repeated",
+        "stack_reset": STACK_RESET,
         "image_size": "ignored (native 10x10)",
         "max_episode_steps": max_episode_frames,
         "random_return": RANDOM_RETURN,
@@ -60,13 +60,10 @@ class CatchEnv(VectorEnv):
         self._row = np.zeros(num_envs, np.int64)  # [N] its row
         self._paddle = np.zeros(num_envs, np.int64)  # [N] paddle column
         self._t = np.zeros(num_envs, np.int64)  # [N] steps in this episode
-        self._stack = np.zeros((num_envs, spec.stack, ROWS, COLS, 1), np.uint8)
 
     def _reset(self) -> np.ndarray:
-        everyone = np.ones(self.num_envs, bool)
-        self._new_episodes(everyone)
-        self._stack = push_frames(self._stack, self._render(), everyone)
-        return self._stack
+        self._new_episodes(np.ones(self.num_envs, bool))
+        return self._render()
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         envs = np.arange(self.num_envs)
@@ -82,8 +79,7 @@ class CatchEnv(VectorEnv):
         self._row[landed] = 0
         done = terminated | truncated
         self._new_episodes(done)
-        self._stack = push_frames(self._stack, self._render(), done)
-        return self._stack, reward, terminated, truncated, np.zeros(self.num_envs, bool)
+        return self._render(), reward, terminated, truncated, np.zeros(self.num_envs, bool)
 
     def close(self) -> None:
         """Nothing to release: the boards are plain arrays."""

@@ -22,8 +22,8 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
     spec = envs.resolve_spec(name, **env_keywords)
     lines = [
         f"env            {spec.name}  (kind {spec.kind})",
-        f"frame          {spec.frame_shape} {spec.frame_dtype}, stack {spec.stack}",
-        f"model obs      {spec.obs_shape}",
+        f"env obs        {spec.frame_shape} {spec.frame_dtype} (one frame)",
+        f"model obs      {spec.obs_shape} (stack {spec.stack}, built by the agent)",
         (f"actions        Box({spec.action_dim},) in [-1, 1], rescaled to [low, high] "
          f"(settings)" if spec.continuous else f"actions        {spec.num_actions}"),
         "settings",
@@ -34,7 +34,7 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
     returns, lengths, train_terminals = [], [], 0
     low, high = np.inf, -np.inf
     with envs.make_env(name, num_envs=num_envs, seed=seed, **env_keywords) as env:
-        obs = env.reset()  # [N, stack, *frame]
+        obs = env.reset()  # [N, *frame]
         _check_obs(obs, spec, num_envs)
         start = time.perf_counter()
         vector_steps = max(1, -(-steps // num_envs))
@@ -63,7 +63,7 @@ def check_env(name: str, *, steps: int = 1000, seed: int = 0, num_envs: int = 4,
 
 
 def _check_obs(obs: np.ndarray, spec: envs.EnvSpec, num_envs: int) -> None:
-    expected = (num_envs, spec.stack, *spec.frame_shape)
+    expected = (num_envs, *spec.frame_shape)
     if obs.shape != expected or obs.dtype != np.dtype(spec.frame_dtype):
         raise envs.EnvError(f"{spec.name!r} produced obs {obs.shape} {obs.dtype}, expected "
                             f"{expected} {spec.frame_dtype}; fix the env's observations")

@@ -6,9 +6,9 @@ Supported: Discrete actions, or flat Box (D,) actions with finite bounds (agents
 flat vectors, Box (F,), or a Dict of float Boxes (DeepMind Control's proprioceptive
 observations), flattened into one vector in sorted key order. Images larger than
 image_size are area-resized to image_size x image_size; smaller ones keep their size.
-Images are stacked here (the last `frame_stack` frames, a new episode starts with copies
-of its first frame); vectors are not. Each agent action may be repeated `action_repeat`
-env steps (rewards summed, stopping at an episode's end).
+The env hands out single frames; the agent stacks the last `frame_stack` images (vectors
+are not stacked). Each agent action may be repeated `action_repeat` env steps (rewards
+summed, stopping at an episode's end).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
-from agent.envs.base import EnvError, EnvSpec, VectorEnv, push_frames
+from agent.envs.base import STACK_RESET, EnvError, EnvSpec, VectorEnv
 from agent.errors import one_line
 
 
@@ -176,7 +176,7 @@ def _spec(source: Source, env: gymnasium.Env, *, mode: str, image_size: int, fra
             settings.update(bool_image="True -> 255, False -> 0")
         size = (image_size, image_size) if max(shape[:2]) > image_size else native[:2]
         resized = f"{native[0]}x{native[1]} -> {size[0]}x{size[1]} (area resize)"
-        settings.update(frame_stack=frame_stack, stack_reset="first frame repeated",
+        settings.update(frame_stack=frame_stack, stack_reset=STACK_RESET,
                         image=resized if size != native[:2] else "native size")
         return EnvSpec(name=source.name, kind=source.kind, frame_shape=(*size, native[2]),
                        frame_dtype="uint8", stack=frame_stack, num_actions=num_actions,
@@ -249,8 +249,6 @@ class GymEnv(VectorEnv):
         self._repeat = action_repeat
         self._cap = spec.settings["max_episode_steps"]  # ours or the env's own, the sooner
         self._t = np.zeros(num_envs, np.int64)  # [N] steps in this episode
-        self._stack = np.zeros((num_envs, spec.stack, *spec.frame_shape),
-                               np.dtype(spec.frame_dtype))  # [N, stack, *frame]
 
     def _reset(self) -> np.ndarray:
         seeds = [None] * self.num_envs if self._seed is None else [
@@ -258,9 +256,7 @@ class GymEnv(VectorEnv):
         self._seed = None  # later resets continue each env's own stream
         raw = [env.reset(seed=s)[0] for env, s in zip(self._envs, seeds, strict=True)]
         self._t[:] = 0
-        everyone = np.ones(self.num_envs, bool)
-        self._stack = push_frames(self._stack, self._frames(raw), everyone)
-        return self._stack
+        return self._frames(raw)
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         n = self.num_envs
@@ -279,8 +275,7 @@ class GymEnv(VectorEnv):
                 obs, _ = env.reset()
                 self._t[i] = 0
             raw.append(obs)
-        self._stack = push_frames(self._stack, self._frames(raw), terminated | truncated)
-        return self._stack, reward, terminated, truncated, np.zeros(n, bool)
+        return self._frames(raw), reward, terminated, truncated, np.zeros(n, bool)
 
     def _frames(self, raw: list) -> np.ndarray:
         """Per-env observations -> frames [N, *frame_shape] in the spec's dtype."""
