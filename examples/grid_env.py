@@ -2,6 +2,8 @@
 
     dreamzero check-env examples/grid_env.py:Grid
     dreamzero train --env examples/grid_env.py:Grid
+    dreamzero train --env examples/grid_env.py:LargeGrid   # the conv rung
+
 
 Rules: a 6 x 6 grid. Each episode the agent and the goal start on two distinct cells drawn
 uniformly at random. Actions 0 stay, 1 up, 2 down, 3 left, 4 right; a move into the edge
@@ -9,7 +11,9 @@ leaves the agent where it is. A step that lands on the goal pays +1 and terminat
 episode; every other step pays -0.02. Episodes are truncated after 30 steps.
 
 Frames are (48, 48, 3) uint8 RGB, 8 x 8 pixels a cell: floor, agent and goal in three
-distinct colours.
+distinct colours. LargeGrid is the same game drawn 16 x 16 pixels a cell, (96, 96, 3) as
+an Atari frame is: 27,648 values, over the default preset's `model.max_flat_image`, so
+its frames go through the conv representation where Grid's 6,912 go through keypoints.
 
 Reading success from returns: reaching the goal on step k (1 <= k <= 30) returns
 1 - 0.02 (k - 1) >= 0.42, and an episode that never reaches it returns -0.02 per step played,
@@ -48,10 +52,13 @@ class Grid(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
+    cell = CELL  # pixels a side of a cell
+
     def __init__(self, render_mode: str | None = None):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(len(MOVES))
-        self.observation_space = spaces.Box(0, 255, (SIZE * CELL, SIZE * CELL, 3), np.uint8)
+        side = SIZE * self.cell
+        self.observation_space = spaces.Box(0, 255, (side, side, 3), np.uint8)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)  # seeds self.np_random: same seed, same episodes
@@ -77,7 +84,13 @@ class Grid(gymnasium.Env):
         grid[:] = FLOOR
         grid[tuple(self._goal)] = GOAL
         grid[tuple(self._agent)] = AGENT
-        return grid.repeat(CELL, axis=0).repeat(CELL, axis=1)  # [48, 48, 3] uint8
+        return grid.repeat(self.cell, axis=0).repeat(self.cell, axis=1)  # [48, 48, 3] uint8
+
+
+class LargeGrid(Grid):
+    """Grid drawn 16 x 16 pixels a cell: (96, 96, 3) frames, the size of an Atari frame."""
+
+    cell = 2 * CELL
 
 
 if __name__ == "__main__":

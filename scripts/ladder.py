@@ -75,6 +75,9 @@ TASKS = (
     Task("acrobot", "Acrobot-v1", 20_000, "return", -100.0, best="≈ −60", margin=75.0),
     Task("grid", "examples/grid_env.py:Grid", 5_000, "goal", 0.8, best="0.94 (100% goal)",
          margin=0.2),
+    # The grid drawn at an Atari frame's size: its frames take the conv representation.
+    Task("grid-conv", "examples/grid_env.py:LargeGrid", 5_000, "goal", 0.8,
+         best="0.94 (100% goal)", margin=0.2),
     # A sparse reward at the end of a line: a greedy policy that loops never arrives.
     Task("corridor", "examples/corridor_env.py:Corridor", 5_000, "return", 0.8, best="0.90",
          margin=0.2),

@@ -60,6 +60,18 @@ def test_grid_frames_and_start_cells():
     assert np.array_equal(env.reset(seed=3)[0], env.reset(seed=3)[0])
 
 
+def test_large_grid_is_the_grid_drawn_twice_as_large():
+    small, large = grid_env.Grid(), grid_env.LargeGrid()
+    obs, large_obs = small.reset(seed=5)[0], large.reset(seed=5)[0]
+    assert large_obs.shape == (96, 96, 3)
+    assert (large_obs == obs.repeat(2, axis=0).repeat(2, axis=1)).all()
+    for action in (1, 4, 4, 2, 0, 3):
+        obs, reward, terminated, truncated, _ = small.step(action)
+        large_obs, *rest = large.step(action)
+        assert (large_obs == obs.repeat(2, axis=0).repeat(2, axis=1)).all()
+        assert rest[:3] == [reward, terminated, truncated]
+
+
 def test_grid_moves_and_stay():
     env = grid_env.Grid()
     moves = {0: (0, 0), 1: (-1, 0), 2: (1, 0), 3: (0, -1), 4: (0, 1)}
