@@ -30,7 +30,7 @@ train: install
 test: $(VENV)/.dev
 	@echo "tested with (constraints.txt):"
 	@$(BIN)/pip list 2>/dev/null | grep -i -E '^(jax|jaxlib|flax|optax|mctx|orbax-checkpoint) '
-	$(BIN)/pytest -n 2 tests
+	$(BIN)/pytest -n 2 --durations=15 tests  # the slowest tests, to keep the suite under 10 min
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
