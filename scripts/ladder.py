@@ -67,6 +67,7 @@ class Task:
     margin: float
     """A late drop: the final greedy return below the seed's best evaluation by more than
     this (about a sixth of the gap from random to best)."""
+    flags: tuple[str, ...] = ()  # train flags of this task, before the ladder's own extras
 
 
 TASKS = (
@@ -78,6 +79,9 @@ TASKS = (
     # The grid drawn at an Atari frame's size: its frames take the conv representation.
     Task("grid-conv", "examples/grid_env.py:LargeGrid", 5_000, "goal", 0.8,
          best="0.94 (100% goal)", margin=0.2),
+    # Catch through the conv world model (spatial latent, conv dynamics), as large frames go.
+    Task("catch-conv", "catch", 8_000, "return", 8.0, best="10", margin=3.0,
+         flags=("--model.max-flat-image", "0")),
     # A sparse reward at the end of a line: a greedy policy that loops never arrives.
     Task("corridor", "examples/corridor_env.py:Corridor", 5_000, "return", 0.8, best="0.90",
          margin=0.2),
@@ -278,7 +282,7 @@ def task_table(summaries: list[Summary]) -> list[str]:
     for s in summaries:
         mean_wall, total_wall = _walls(s)
         lines.append(
-            f"| {s.task.name} (`{s.task.env}`) | {_env_steps(s)} "
+            f"| {s.task.name} (`{shlex.join([s.task.env, *s.task.flags])}`) | {_env_steps(s)} "
             f"| {len(s.seeds)}/{s.planned} | {_estimate(s.mean)} | {_estimate(s.iqm)} "
             f"| {_returns(s.task, s.random)} | {s.task.best} | {_rule(s.task)} | {_solved(s)} "
             f"| {_late_drops(s)} | {_duration(mean_wall)} | {_duration(total_wall)} |")
@@ -378,7 +382,7 @@ def train_args(task: Task, seed: int, logdir: Path, extra: list[str]) -> list[st
     """The arguments after `dreamzero train`."""
     return ["--env", task.env, "--env-steps", str(task.env_steps), "--seed", str(seed),
             "--logdir", str(logdir), "--log.progress", "False",
-            "--log.eval-interval", str(task.env_steps // 10), *extra]
+            "--log.eval-interval", str(task.env_steps // 10), *task.flags, *extra]
 
 
 def dreamzero() -> str:

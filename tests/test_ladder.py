@@ -312,6 +312,8 @@ def test_options():
     assert args == ["--env", "CartPole-v1", "--env-steps", "10000", "--seed", "3",
                     "--logdir", "runs/x", "--log.progress", "False",
                     "--log.eval-interval", "1000", "--a", "1"]
+    args = ladder.train_args(TASKS["catch-conv"], 0, Path("runs/x"), ["--a", "1"])
+    assert args[-4:] == ["--model.max-flat-image", "0", "--a", "1"]  # the task's, then extras
 
 
 def test_script_reuses_finished_runs_and_writes_the_table(tmp_path):
