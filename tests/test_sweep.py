@@ -99,22 +99,23 @@ def _kill_worker_after_first_checkpoint(logdir: Path, killed: list, timeout: flo
 # On the worker of tests/test_faults.py's killed run, whose compiled programs it reuses.
 @pytest.mark.xdist_group("killed_run")
 def test_ray_sweep_retries_a_killed_worker_and_reports(sweep, tmp_path):
-    """Two smoke runs on a local Ray; one worker is killed after its run's first
-    checkpoint. The retry resumes that run, both finish, one report.
+    """A smoke run on a local Ray whose worker is killed after the run's first checkpoint:
+    the retry resumes the run, it finishes, and the sweep writes its report.
 
-    The two are catch seeds 0-1, the fault tests' short smoke run (checkpointed every 10
-    updates here), so that no run compiles: a second env would add minutes of compilation on
-    two loaded cores. docs/results/scale_out_cpu.md has the two-game sweep (pong, boxing)."""
+    One run (catch seed 0, the fault tests' short smoke run, checkpointed every 10 updates
+    here), so that nothing new compiles and nothing competes with it on the two cores: the
+    local pool's test runs jobs side by side. docs/results/scale_out_cpu.md has a two-game
+    sweep (pong, boxing) on Ray."""
     import ray
 
     train_args = ["--env-steps", "200", "--log.progress", "False", "--train.replay-ratio", "0.1",
                   "--log.checkpoint-interval", "10"]
-    jobs = sweep.plan_jobs(["catch"], [0, 1], tmp_path, "smoke", train_args)
+    jobs = sweep.plan_jobs(["catch"], [0], tmp_path, "smoke", train_args)
     victim = jobs[0].logdir
     killed = []
     killer = threading.Thread(target=_kill_worker_after_first_checkpoint,
                               args=(victim, killed), daemon=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         killer.start()
         failed, stopped = sweep.run_jobs_ray(jobs, address=None, cpus_per_run=1,
@@ -123,10 +124,10 @@ def test_ray_sweep_retries_a_killed_worker_and_reports(sweep, tmp_path):
         ray.shutdown()
     assert killed, "no checkpoint appeared to kill the worker after"
     assert failed == [] and stopped == []
-    assert all((job.logdir / "eval.json").is_file() for job in jobs)
+    assert (victim / "eval.json").is_file()
     log = (victim / "sweep.log").read_text()
     assert "[sweep] attempt 2 " in log
     assert f"resuming {victim} at " in log.split("[sweep] attempt 2 ")[1]
     report = sweep.write_report(tmp_path)
     assert report.is_file() and report.parent == tmp_path / "report"
-    assert "2 run(s) found" in report.read_text()
+    assert "1 run(s) found" in report.read_text()
