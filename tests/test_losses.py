@@ -8,7 +8,7 @@ import optax
 import pytest
 from model_params import perturbed
 
-from world_model import Batch, LossConfig, ModelConfig, compute_loss, make_model
+from world_model import Batch, LossConfig, ModelConfig, compute_loss, initial_inference, make_model
 from world_model.losses import _negative_cosine, _value_prefix_targets
 
 CFG = ModelConfig(
@@ -81,6 +81,21 @@ def test_loss_metrics_priorities_and_gradients(model):
     assert _finite(grads)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 0.0
+
+
+def test_latent_state_std_measures_the_spread_of_root_latents(model):
+    graphdef, params = model
+    batch = _batch()
+    metrics = _loss_and_grad(graphdef, params, batch, LossConfig())[0][1][0]
+    latents = np.asarray(initial_inference(graphdef, params, batch.observations[:, 0]).state.latent)
+    expected = latents.reshape(B, -1).std(axis=0).mean()
+    assert expected > 1e-3
+    np.testing.assert_allclose(metrics["latent/state_std"], expected, rtol=1e-4)
+    # One observation everywhere: a collapsed representation looks like this.
+    same = batch.replace(observations=jnp.broadcast_to(batch.observations[:1],
+                                                       batch.observations.shape))
+    metrics = _loss_and_grad(graphdef, params, same, LossConfig())[0][1][0]
+    assert float(metrics["latent/state_std"]) < 1e-6
 
 
 def test_priorities_are_the_root_value_error(model):
