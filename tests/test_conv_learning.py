@@ -29,6 +29,7 @@ from agent import config as config_lib
 from agent.envs import make_env
 from world_model import Batch, compute_loss, initial_inference, make_model, recurrent_inference
 
+NUM_ACTIONS = 3  # catch: left, stay, right
 SCALE = 4  # pixels a side of a catch cell: 40 x 40 frames, latent 10 x 10 after two halvings
 K = 3  # unroll steps; the landing falls on one of them
 BATCH = 32
@@ -73,7 +74,7 @@ def _windows(play: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.array(starts), np.array(signs), np.array(at)
 
 
-def _batch(play, starts: np.ndarray, num_actions: int) -> Batch:
+def _batch(play, starts: np.ndarray) -> Batch:
     t, n = starts[:, 0], starts[:, 1]
     steps = t[:, None] + np.arange(K + 1)  # [B, K+1]
     b = len(starts)
@@ -82,7 +83,7 @@ def _batch(play, starts: np.ndarray, num_actions: int) -> Batch:
         actions=jnp.asarray(play["actions"][steps[:, :K], n[:, None]], jnp.int32),  # [B, K]
         target_rewards=jnp.asarray(play["rewards"][steps[:, :K], n[:, None]]),  # [B, K]
         target_values=jnp.zeros((b, K + 1)),
-        target_policies=jnp.full((b, K + 1, num_actions), 1.0 / num_actions),
+        target_policies=jnp.full((b, K + 1, NUM_ACTIONS), 1.0 / NUM_ACTIONS),
         mask=jnp.ones((b, K + 1)),
         value_mask=jnp.zeros((b, K + 1)),  # no values to learn from random play
         reward_mask=jnp.ones((b, K)),
@@ -92,7 +93,7 @@ def _batch(play, starts: np.ndarray, num_actions: int) -> Batch:
 
 def _landing_rewards(graphdef, params, play, starts, signs, at) -> tuple[float, float]:
     """Mean predicted reward of the held-out caught (+1) and missed (-1) landings."""
-    batch = _batch(play, starts, 3)
+    batch = _batch(play, starts)
 
     @jax.jit
     def predicted_rewards(params):  # [B, K]
@@ -113,7 +114,7 @@ def test_conv_world_model_learns_which_moves_catch_the_ball():
     model_cfg = dataclasses.replace(preset.model, max_flat_image=0)  # the conv path
     train_play, test_play = _random_play(3_000, seed=0), _random_play(400, seed=1)
     obs_shape = train_play["frames"].shape[2:]
-    graphdef, params = make_model(model_cfg, obs_shape, 3, seed=0)
+    graphdef, params = make_model(model_cfg, obs_shape, NUM_ACTIONS, seed=0)
     latent = initial_inference(graphdef, params, train_play["frames"][0, :1]).state.latent
     assert latent.shape == (1, 10, 10, model_cfg.channels)  # the stem halved 40 twice
 
@@ -137,7 +138,7 @@ def test_conv_world_model_learns_which_moves_catch_the_ball():
         # Caught balls are 1 landing in 10 under random play: half of each batch.
         pick = np.concatenate([caught[rng.integers(len(caught), size=BATCH // 2)],
                                missed[rng.integers(len(missed), size=BATCH // 2)]])
-        params, opt_state = update(params, opt_state, _batch(train_play, pick, 3))
+        params, opt_state = update(params, opt_state, _batch(train_play, pick))
 
     after = _landing_rewards(graphdef, params, test_play, *test_windows)
     assert abs(before[0] - before[1]) < 0.1, before  # the untrained model predicts 0 for both
