@@ -34,7 +34,7 @@ from agent.config import Config, ConfigError
 from agent.envs import EnvSpec, make_env
 from agent.metrics import MetricsLog
 from agent.reanalyze import make_batch
-from world_model import compute_loss, make_model
+from world_model import compute_loss, decayed, make_model, with_frame_mean
 
 _DREAM_HORIZON = 10
 _DREAM_RECORD_STEPS = 200
@@ -72,10 +72,10 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
         [warmup],
     )
     if o.optimizer == "sgd":
-        step = optax.chain(optax.add_decayed_weights(o.weight_decay),
+        step = optax.chain(optax.add_decayed_weights(o.weight_decay, mask=decayed),
                            optax.sgd(schedule, momentum=o.momentum))
     else:
-        step = optax.adamw(schedule, weight_decay=o.weight_decay)
+        step = optax.adamw(schedule, weight_decay=o.weight_decay, mask=decayed)
     return optax.chain(optax.clip_by_global_norm(o.max_grad_norm), step)
 
 
@@ -327,6 +327,8 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
             # device runs them while the host steps the envs; they sample the replay as it
             # was before this step.
             while counters["updates"] + per_call <= updates_due(cfg, counters["env_steps"]):
+                if counters["updates"] == 0 and cfg.model.center_frames:
+                    state = _center_frames(state, replay, graphdef, mesh)
                 done_then = counters["updates"] + np.arange(per_call)
                 betas = beta0 + (1 - beta0) * done_then / max(1, cfg.total_updates)
                 state, replay, metrics = update(state, replay, jnp.asarray(betas, jnp.float32))
@@ -383,6 +385,15 @@ def train(cfg: Config, *, stop: threading.Event | None = None) -> dict:
     result = evaluate_lib.write_eval(run_dir, cfg.env.name, counters["env_steps"], returns)
     print(evaluate_lib.summary_line(result))
     return result
+
+
+def _center_frames(state: TrainState, replay: replay_lib.Replay, graphdef, mesh) -> TrainState:
+    """Both networks centre their inputs on the mean frame of the play stored so far (the
+    start steps', before the first update)."""
+    stored = min(int(replay.written), replay.length)
+    frames = replay.frames[:, :stored].reshape(-1, *replay.frames.shape[2:])  # [N * T, H, W, C]
+    params = with_frame_mean(graphdef, state.params, frames)
+    return replicate(state.replace(params=params, target_params=_copy(params)), mesh)
 
 
 def _summarise(window: _Window, counters: dict, checkpointer) -> dict:

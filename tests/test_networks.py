@@ -11,11 +11,13 @@ from model_params import perturbed
 from world_model import (
     ModelConfig,
     ModelState,
+    decayed,
     from_logits,
     initial_inference,
     make_model,
     project,
     recurrent_inference,
+    with_frame_mean,
 )
 from world_model.networks import _Keypoints, _scale_gradient
 
@@ -208,3 +210,48 @@ def test_keypoints_move_with_their_object_along_its_axis_only(side, positions):
     assert out.shape == (2, 8) and np.abs(out).max() <= 1.0
     np.testing.assert_allclose(out[0, :4], out[1, :4], atol=1e-6)  # rows stay
     assert np.all(np.abs(out[0, 4:] - out[1, 4:]) > 1e-4)  # every column moves
+
+
+def _pong_like_frames(count: int, side: int = 32, stack: int = 2) -> np.ndarray:
+    """[count, side, side, stack] uint8: one gray background, a 1-px ball at a new place in
+    each, as in a downscaled Pong frame."""
+    frames = np.full((count, side, side, stack), 144, np.uint8)
+    for i in range(count):
+        frames[i, 4 + 3 * i, 5 + 2 * i] = 236
+    return frames
+
+
+@pytest.mark.parametrize("keypoints", [0, 4])
+def test_centred_frames_tell_apart_what_an_uncentred_model_barely_sees(keypoints):
+    """Frames that differ by one small object: the uncentred latents are nearly one point
+    (the shared background dominates each sample's normalisation), the centred ones spread
+    ten times as far. The frame mean is the input's only change: same seed, same weights."""
+    frames = _pong_like_frames(8)
+    spreads = {}
+    for center in (False, True):
+        cfg = dataclasses.replace(TINY, max_flat_image=8192, keypoints=keypoints,
+                                  center_frames=center)
+        graphdef, params = make_model(cfg, frames.shape[1:], NUM_ACTIONS, seed=0)
+        params = with_frame_mean(graphdef, params, jnp.asarray(frames[..., :1]))
+        latent = _initial(graphdef, params, jnp.asarray(frames)).state.latent  # [8, F]
+        spreads[center] = float(jnp.std(latent, axis=0).mean())
+    assert spreads[True] > 10 * spreads[False], spreads
+
+
+def test_frame_mean_is_the_plays_mean_over_the_stack_and_is_not_decayed():
+    cfg = dataclasses.replace(TINY, center_frames=True)
+    frames = _pong_like_frames(4, stack=1)  # single frames [4, 32, 32, 1]
+    graphdef, params = make_model(cfg, (32, 32, 3), NUM_ACTIONS, seed=0)  # a stack of 3
+    centred = with_frame_mean(graphdef, params, jnp.asarray(frames))
+    mean = np.asarray(centred["frame_mean"][...])
+    np.testing.assert_allclose(mean, np.repeat(frames.mean(0) / 255.0, 3, axis=-1), atol=1e-6)
+    # A frame equal to the mean enters the centred model as black enters the uncentred one.
+    plain = _initial(graphdef, params, jnp.zeros((1, 32, 32, 3), jnp.uint8)).value_logits
+    at_mean = _initial(graphdef, centred, jnp.asarray(mean[None] * 255.0)).value_logits
+    np.testing.assert_allclose(at_mean, plain, atol=1e-5)
+    mask = decayed(params)
+    assert mask["frame_mean"].get_value() is False
+    assert sum(not m for m in jax.tree.leaves(mask)) == 1  # every other weight is decayed
+    # Models without centring (vector observations, or the flag off) are left as they are.
+    graphdef, params = make_model(TINY, (7,), NUM_ACTIONS, seed=0)
+    assert with_frame_mean(graphdef, params, jnp.zeros((2, 4, 4, 1))) is params

@@ -8,6 +8,7 @@ import json
 import logging
 
 import jax
+import numpy as np
 import pytest
 
 from agent import config as config_lib
@@ -61,3 +62,30 @@ def test_atari_eval_reports_human_normalised_score(tmp_path, name):
     result = write_eval(tmp_path, name, 100, [-21.0, -19.0])
     assert result["hns"] == pytest.approx((-20.0 + 20.7) / (14.6 + 20.7))
     assert "hns" not in write_eval(tmp_path, "catch", 100, [1.0])
+
+
+def test_centred_runs_measure_the_frame_mean_on_the_start_steps_play(tmp_path):
+    """`model.center_frames`: before the first update both networks take the mean of the
+    frames stored so far (the start steps') as their input centre; it is saved, and the
+    updates leave it as measured."""
+    from agent import checkpoint as checkpoint_lib
+    from agent.train import build
+
+    smoke = config_lib.smoke()
+    cfg = dataclasses.replace(
+        smoke, logdir=str(tmp_path),
+        model=dataclasses.replace(smoke.model, center_frames=True),
+        train=dataclasses.replace(smoke.train, env_steps=200, replay_ratio=0.1),
+        log=dataclasses.replace(smoke.log, progress=False))
+    train(cfg)
+    _, _, _, state, replay = build(cfg)
+    state, replay, _ = checkpoint_lib.Checkpointer(tmp_path).restore(state=state, replay=replay)
+    # The first update is dispatched before its env step's frames are stored.
+    first = next(s for s in range(0, cfg.train.env_steps, cfg.env.num_envs)
+                 if updates_due(cfg, s) >= 1)
+    start_columns = first // cfg.env.num_envs - 1
+    assert start_columns >= cfg.train.start_steps // cfg.env.num_envs - 1
+    expected = np.asarray(replay.frames[:, :start_columns], np.float32).mean((0, 1)) / 255.0
+    for params in (state.params, state.target_params):
+        np.testing.assert_allclose(np.asarray(params["frame_mean"][...]), expected, atol=1e-6)
+    assert expected.max() > 0  # catch's ball and paddle

@@ -29,10 +29,12 @@ from world_model.networks import (
     ModelConfig,
     ModelOutput,
     ModelState,
+    decayed,
     initial_inference,
     make_model,
     project,
     recurrent_inference,
+    with_frame_mean,
 )
 from world_model.transforms import (
     from_logits,
@@ -50,6 +52,7 @@ __all__ = [
     "ModelOutput",
     "ModelState",
     "compute_loss",
+    "decayed",
     "from_logits",
     "gaussian",
     "h",
@@ -61,4 +64,5 @@ __all__ = [
     "scalar_to_twohot",
     "to_categorical",
     "twohot_to_scalar",
+    "with_frame_mean",
 ]

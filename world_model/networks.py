@@ -44,6 +44,13 @@ class ModelConfig:
     2016). A flattened pixel has weights of its own, so what the MLP learns about an object
     in one place says nothing about the next; a keypoint is the object's position as two
     numbers, the same inputs wherever it is. 0: the pixels, flattened."""
+    center_frames: bool = False
+    """Image inputs enter the network less the mean frame of the run's first replayed play
+    (`with_frame_mean`, set before the first update). A frame is mostly background that
+    every observation shares, and LayerNorm scales each sample by its own spread: on random
+    Pong play an untrained model's latents differ by 0.005 (std over frames; 0.05 centred)
+    and training drives that to 0.0002, one latent whatever the frame. Centred, the input
+    is what moves (docs/results/atari100k_cpu.md)."""
     downsample: bool = True
     """Image stem of stride-2 convs and avg-pools that halves the image while its side is at
     least 12 px, to a latent 6-11 cells wide (EfficientZero's 96 -> 6); images under 24 px
@@ -157,6 +164,26 @@ def project(
 ) -> jax.Array:
     """latent [B, ...] -> [B, proj_out] float32; `predict` adds the SimSiam predictor."""
     return nnx.merge(graphdef, params).project(latent, predict=predict)
+
+
+def with_frame_mean(graphdef: nnx.GraphDef, params: nnx.State, frames: jax.Array) -> nnx.State:
+    """frames [T, H, W, C] uint8, single frames of play -> `params` whose input centring
+    (`ModelConfig.center_frames`) subtracts their mean, in every frame of the stack.
+    Models without centring are returned unchanged."""
+    model = nnx.merge(graphdef, params)
+    if model.frame_mean is None:
+        return params
+    mean = jnp.mean(frames.astype(jnp.float32) / 255.0, axis=0)  # [H, W, C]
+    stack = model.frame_mean.shape[-1] // mean.shape[-1]
+    model.frame_mean[...] = jnp.tile(mean, (1, 1, stack))  # [H, W, stack * C]
+    return nnx.state(model)
+
+
+def decayed(params: nnx.State) -> nnx.State:
+    """The weight-decay mask of `params`: True for learnt weights, False for the measured
+    frame mean."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frame_mean" not in jax.tree_util.keystr(path), params)
 
 
 def _initial_step(model: "_WorldModel", obs: jax.Array) -> ModelOutput:
@@ -338,8 +365,13 @@ def _blocks(width: int, cfg: ModelConfig, *, spatial: bool, rngs) -> nnx.Sequent
     return nnx.Sequential(*[block(*args, rngs=rngs) for _ in range(cfg.num_blocks)])
 
 
+class FrameMean(nnx.Variable):
+    """The mean input frame [H, W, C] centred inputs are measured against; measured on play,
+    not learnt (the loss sees it through stop_gradient, weight decay skips it)."""
+
+
 class _ImageEncoder(nnx.Module):
-    """uint8 [B, H, W, C_in] -> [B, h, w, channels]."""
+    """float [B, H, W, C_in] (pixels / 255, centred or not) -> [B, h, w, channels]."""
 
     def __init__(self, in_ch: int, cfg: ModelConfig, *, halvings: int, rngs: nnx.Rngs):
         ch = cfg.channels
@@ -364,14 +396,13 @@ class _ImageEncoder(nnx.Module):
             )
         self.blocks = _blocks(ch, cfg, spatial=True, rngs=rngs)
 
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.astype(jnp.float32) / 255.0  # [B, H, W, C_in] in [0, 1]
+    def __call__(self, x: jax.Array) -> jax.Array:
         return self.blocks(self.stem(x))
 
 
 class _Keypoints(nnx.Module):
-    """uint8 [B, H, W, C] -> [B, 2 * keypoints] float: the keypoints' rows, then columns,
-    in [-1, 1].
+    """float [B, H, W, C] (pixels / 255) -> [B, 2 * keypoints]: the keypoints' rows, then
+    columns, in [-1, 1].
 
     3x3 conv - LN - relu - 1x1 conv: the relu lets a channel pick one shade out of several
     (catch's ball 255 and paddle 128 in one channel), which a linear map's softmax cannot.
@@ -384,8 +415,7 @@ class _Keypoints(nnx.Module):
         self.norm = _norm(count, rngs=rngs)
         self.conv2 = _conv(count, count, kernel=1, rngs=rngs)
 
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.astype(jnp.float32) / 255.0  # [B, H, W, C] in [0, 1]
+    def __call__(self, x: jax.Array) -> jax.Array:
         logits = self.conv2(jax.nn.relu(self.norm(self.conv1(x))))
         batch, height, width, count = logits.shape  # [B, h, w, keypoints]
         probs = jax.nn.softmax(logits.reshape(batch, height * width, count), axis=1)
@@ -396,8 +426,8 @@ class _Keypoints(nnx.Module):
 
 
 class _VectorEncoder(nnx.Module):
-    """float [B, F] or uint8 [B, H, W, C] -> [B, vector_hidden]; images enter as
-    `cfg.keypoints` keypoints, or flattened and scaled to [0, 1]."""
+    """float [B, F] or [B, H, W, C] (pixels / 255) -> [B, vector_hidden]; images enter as
+    `cfg.keypoints` keypoints, or flattened."""
 
     def __init__(self, obs_shape: tuple[int, ...], cfg: ModelConfig, *, rngs: nnx.Rngs):
         width = cfg.vector_hidden
@@ -411,13 +441,12 @@ class _VectorEncoder(nnx.Module):
             jax.nn.relu,
         )
         self.blocks = _blocks(width, cfg, spatial=False, rngs=rngs)
-        self.scale = 1 / 255 if image else 1.0
 
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         if self.keypoints is not None:
-            x = self.keypoints(obs)  # [B, 2 * keypoints]
+            x = self.keypoints(x)  # [B, 2 * keypoints]
         else:
-            x = obs.reshape(obs.shape[0], -1).astype(jnp.float32) * self.scale  # [B, F]
+            x = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, F]
         return self.blocks(self.stem(x))
 
 
@@ -594,6 +623,9 @@ class _WorldModel(nnx.Module):
             latent_shape = (cfg.vector_hidden,)
             self.encoder = _VectorEncoder(obs_shape, cfg, rngs=rngs)
         width = latent_shape[-1]
+        self.image = image
+        self.frame_mean = (FrameMean(jnp.zeros(obs_shape, jnp.float32))
+                           if image and cfg.center_frames else None)
         self.dynamics_net = _Dynamics(width, num_actions, action_dim, cfg, spatial=spatial,
                                       rngs=rngs)
         reward_head = _ValuePrefixHead if cfg.value_prefix else _RewardHead
@@ -605,6 +637,10 @@ class _WorldModel(nnx.Module):
         self.carry_size = cfg.lstm_hidden if cfg.value_prefix else 0
 
     def represent(self, obs: jax.Array) -> jax.Array:  # [B, *obs_shape] -> [B, *latent]
+        if self.image:
+            obs = obs.astype(jnp.float32) / 255.0  # [B, H, W, C] in [0, 1]
+        if self.frame_mean is not None:
+            obs = obs - jax.lax.stop_gradient(self.frame_mean[...])
         return _normalize(self.encoder(obs))
 
     def dynamics(self, latent: jax.Array, action: jax.Array) -> jax.Array:
