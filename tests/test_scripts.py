@@ -2,6 +2,7 @@
 only that each runs and prints its table). scripts/atari100k.py, faults.py and ladder.py are
 run by tests/test_sweep.py, test_faults.py and test_ladder.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,18 @@ def test_bench_train(tmp_path):
               "--search.num-simulations", "2", "--search.max-num-considered-actions", "2")
     assert "preset smoke, env catch" in out
     assert (tmp_path / "bench.json").is_file()
+
+
+def test_probe_world_model():
+    # Centred frames on catch, so that the frame mean is measured as training measures it.
+    out = run(sys.executable, "scripts/probe_world_model.py", "--preset", "smoke",
+              "--updates", "4", "--play-steps", "200", "--eval-every", "2", "--",
+              "--train.unroll-steps", "2", "--model.center-frames", "True")
+    lines = out.splitlines()
+    assert lines[0].startswith("catch: 200 x 8 random-play steps")
+    records = [json.loads(line) for line in lines[1:]]
+    assert [r["updates"] for r in records] == [0, 2, 4]
+    assert {"reward_corr", "value_corr", "latent_std", "loss/reward"} <= set(records[-1])
 
 
 def test_gpu_check_dry_path(tmp_path):
