@@ -180,10 +180,10 @@ def with_frame_mean(graphdef: nnx.GraphDef, params: nnx.State, frames: jax.Array
 
 
 def decayed(params: nnx.State) -> nnx.State:
-    """The weight-decay mask of `params`: True for learnt weights, False for the measured
-    frame mean."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frame_mean" not in jax.tree_util.keystr(path), params)
+    """The weight-decay mask of `params`: True for learnt weights, False for measured
+    statistics (`FrameMean`)."""
+    return jax.tree.map(lambda variable: not isinstance(variable, FrameMean), params,
+                        is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def _initial_step(model: "_WorldModel", obs: jax.Array) -> ModelOutput:
