@@ -19,7 +19,8 @@ the predicted rewards with the real ones over the unroll steps, the mean predict
 where the real one is -1, 0 and +1, the correlation of the root value with the real
 discounted return, and the spread of the root latents over the windows (std over windows,
 mean over units; `latent/state_std` in training). With `model.center_frames` the frame
-mean is measured on the training play first, as the trainer does before its first update.
+mean is measured on all of the training play first (the trainer measures it on the play
+stored before its first update).
 """
 
 import argparse
