@@ -34,7 +34,7 @@ from agent.config import Config, ConfigError
 from agent.envs import EnvSpec, make_env
 from agent.metrics import MetricsLog
 from agent.reanalyze import make_batch
-from world_model import compute_loss, decayed, make_model, with_frame_mean
+from world_model import compute_loss, decayed, frame_mean, make_model, with_frame_mean
 
 _DREAM_HORIZON = 10
 _DREAM_RECORD_STEPS = 200
@@ -84,14 +84,18 @@ def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
-def augment(rng, obs):
+def augment(rng, obs, mean=None):
     """Random shift (replicate-pad 4, crop back) and intensity, per image (DrQ / SPR).
 
-    obs [B, T, H, W, C] uint8 -> float32 on the same 0..255 scale.
+    obs [B, T, H, W, C] uint8 -> float32 on the same 0..255 scale. With `mean` [H, W, C]
+    (a centring model's frame mean, 0..255) the shift and intensity apply to each image's
+    difference from it: shifting the whole frame would move the static background off the
+    mean the model subtracts, and its edges would outweigh what moves (on Pong 20x).
     """
     b, t, height, width, _ = obs.shape
     shift_rng, scale_rng = jax.random.split(rng)
-    padded = jnp.pad(obs, ((0, 0), (0, 0), (4, 4), (4, 4), (0, 0)), mode="edge")
+    images = obs if mean is None else obs.astype(jnp.float32) - mean
+    padded = jnp.pad(images, ((0, 0), (0, 0), (4, 4), (4, 4), (0, 0)), mode="edge")
     offsets = jax.random.randint(shift_rng, (b, t, 2), 0, 9)
 
     def crop(image, offset):
@@ -100,6 +104,8 @@ def augment(rng, obs):
 
     shifted = jax.vmap(jax.vmap(crop))(padded, offsets).astype(jnp.float32)
     scale = 1.0 + 0.05 * jnp.clip(jax.random.normal(scale_rng, (b, t, 1, 1, 1)), -2.0, 2.0)
+    if mean is not None:
+        return mean + shifted * scale
     return jnp.clip(shifted * scale, 0.0, 255.0)
 
 
@@ -200,7 +206,9 @@ def make_update(cfg: Config, graphdef, optimizer, spec: EnvSpec, mesh: Mesh | No
                            clip_rewards=cfg.train.clips_rewards(spec.kind),
                            recurrent_fn=recurrent_fn)
         if cfg.train.augment and spec.is_image:
-            batch = batch.replace(observations=augment(augment_rng, batch.observations))
+            mean = frame_mean(graphdef, state.params)  # [H, W, C] in 0..1, or None
+            batch = batch.replace(observations=augment(
+                augment_rng, batch.observations, None if mean is None else 255.0 * mean))
         batches = jax.tree.map(lambda x: x.reshape(betas.shape[0], -1, *x.shape[1:]), batch)
         batches = split(batches, P(None, BATCH_AXIS))  # each gradient step's batch is split
         params, opt_state, replay, metrics = gradient_steps(

@@ -89,3 +89,26 @@ def test_centred_runs_measure_the_frame_mean_on_the_start_steps_play(tmp_path):
     for params in (state.params, state.target_params):
         np.testing.assert_allclose(np.asarray(params["frame_mean"][...]), expected, atol=1e-6)
     assert expected.max() > 0  # catch's ball and paddle
+
+
+def test_augmenting_a_centred_frame_moves_what_moves_and_keeps_the_background_cancelled():
+    """DrQ's shift and intensity act on a centring model's input less its frame mean: the
+    background (a bright wall, as Pong's) stays exactly on the mean the model subtracts,
+    the ball shifts by at most 4 px with its intensity within 10%."""
+    from agent.train import augment
+
+    background = np.full((64, 64, 1), 87.0, np.float32)
+    background[2:5] = 236.0  # a wall across the frame
+    frame = background.copy()
+    frame[30, 30] = 255.0  # the ball
+    obs = np.broadcast_to(frame.astype(np.uint8), (16, 1, 64, 64, 1))  # [B, T, H, W, C]
+    centred = np.asarray(augment(jax.random.key(0), obs, background)) - background
+    ball = np.zeros(centred.shape, bool)
+    ball[..., 26:35, 26:35, :] = True
+    np.testing.assert_array_equal(centred[~ball], 0.0)
+    peaks = centred.max(axis=(2, 3, 4))  # [B, T]
+    assert np.all((peaks >= 0.9 * 168.0) & (peaks <= 1.1 * 168.0))
+    assert len({tuple(np.argwhere(c[0, ..., 0] > 0)[0]) for c in centred}) > 1  # shifted
+    # Shifting the whole frame instead moves the wall off its mean.
+    whole = np.asarray(augment(jax.random.key(0), obs)) - background
+    assert np.abs(whole[..., :10, :, :]).mean() > 20

@@ -179,6 +179,12 @@ def with_frame_mean(graphdef: nnx.GraphDef, params: nnx.State, frames: jax.Array
     return nnx.state(model)
 
 
+def frame_mean(graphdef: nnx.GraphDef, params: nnx.State) -> jax.Array | None:
+    """The frame mean [H, W, C] (pixels / 255) a centring model subtracts; None without."""
+    model = nnx.merge(graphdef, params)
+    return None if model.frame_mean is None else model.frame_mean[...]
+
+
 def decayed(params: nnx.State) -> nnx.State:
     """The weight-decay mask of `params`: True for learnt weights, False for measured
     statistics (`FrameMean`)."""
