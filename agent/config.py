@@ -145,7 +145,8 @@ class TrainConfig:
     """Shorten the TD horizon for old data (EfficientZero): minus one step per
     `0.3 * env_steps` transitions of age, at least 1."""
     augment: bool = True
-    """Random shift (pad 4) and intensity on training images (DrQ / SPR)."""
+    """Random shift (pad 4) and intensity on training images (DrQ / SPR); with
+    `model.center_frames`, of each image's difference from the frame mean."""
     temperatures: tuple[float, ...] = (1.0, 0.5, 0.25)
     """Acting temperature over equal thirds of training (muzero search)."""
 
