@@ -90,7 +90,8 @@ def augment(rng, obs, mean=None):
     obs [B, T, H, W, C] uint8 -> float32 on the same 0..255 scale. With `mean` [H, W, C]
     (a centring model's frame mean, 0..255) the shift and intensity apply to each image's
     difference from it: shifting the whole frame would move the static background off the
-    mean the model subtracts, and its edges would outweigh what moves (on Pong 20x).
+    mean the model subtracts, and its edges would outweigh what moves (on Pong 20x). That
+    result is not clipped to 0..255: the model subtracts the mean again.
     """
     b, t, height, width, _ = obs.shape
     shift_rng, scale_rng = jax.random.split(rng)
