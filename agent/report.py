@@ -173,20 +173,30 @@ def _pick_one_per_seed(runs: list[Run]) -> tuple[list[Run], list[Run]]:
 # ----------------------------------------------------------------------------- table
 
 
-def game_rows(runs: list[Run]) -> list[dict]:
-    """Per-environment results over finished seeds; Atari games first, in csv order."""
+def game_rows(runs: list[Run], *, reps: int = 2000, seed: int = 0) -> list[dict]:
+    """Per-environment results over finished seeds; Atari games first, in csv order.
+
+    `reps` and `seed` are the bootstrap's for each game's 95% CI of its mean return."""
     finished: dict[str, list[Run]] = {}
     for run in sorted(runs, key=lambda r: r.seed):
         if run.final is not None:
             finished.setdefault(run.key, []).append(run)
     atari = [key for key in ATARI_100K_GAMES if key in finished]
     other = sorted(key for key in finished if key not in ATARI_100K_GAMES)
-    return [_game_row(key, finished[key]) for key in atari + other]
+    return [_game_row(key, finished[key], reps=reps, seed=seed) for key in atari + other]
 
 
-def _game_row(key: str, runs: list[Run]) -> dict:
+def _game_row(key: str, runs: list[Run], *, reps: int, seed: int) -> dict:
     returns = [float(run.final["mean_return"]) for run in runs]
     mean = float(np.mean(returns))
+    # The mean's 95% CI over seeds (a plain bootstrap: one game is one stratum); a single
+    # seed has no spread to resample.
+    ci_low = ci_high = None
+    if len(returns) > 1:
+        from rliable import metrics
+        _, interval = bootstrap(np.asarray(returns)[:, None], metrics.aggregate_mean,
+                                reps=reps, seed=seed)
+        ci_low, ci_high = map(float, np.ravel(interval))
     row = {
         "env": key,
         "name": display_name(key) if atari_game(key) else key,
@@ -198,6 +208,8 @@ def _game_row(key: str, runs: list[Run]) -> dict:
         "mean_return": mean,
         # Sample std over seeds; undefined for a single seed.
         "std_return": float(np.std(returns, ddof=1)) if len(runs) > 1 else None,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
         "hns": None,
         **{name: None for name in _ANCHORS},
         **{f"beats_{name}": None for name in _ANCHORS},
@@ -206,8 +218,10 @@ def _game_row(key: str, runs: list[Run]) -> dict:
         refs = anchor(key)
         row.update(refs)
         row["hns"] = human_normalized(key, mean)
+        # Beating a score means clearing it: over seeds, the whole CI above it.
+        lowest = mean if ci_low is None else ci_low
         for name, value in refs.items():
-            row[f"beats_{name}"] = mean > value
+            row[f"beats_{name}"] = lowest > value
     return row
 
 
@@ -429,7 +443,8 @@ def _new_figure(
 
 
 _CSV_COLUMNS = (
-    "kind", "env", "name", "num_seeds", "mean_return", "std_return", "hns", "hns_ci_low",
+    "kind", "env", "name", "num_seeds", "mean_return", "std_return", "ci_low", "ci_high",
+    "hns", "hns_ci_low",
     "hns_ci_high", *_ANCHORS, *(f"beats_{name}" for name in _ANCHORS),
 )  # fmt: skip
 
@@ -460,6 +475,12 @@ def _write_csv(path: Path, rows: list[dict], aggregates: dict | None) -> None:
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _fmt_ci(row: dict) -> str:
+    if row["ci_low"] is None:
+        return "—"
+    return f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
 
 
 def _fmt_steps(steps: list) -> str:
@@ -498,17 +519,20 @@ def _markdown(
         lines += [
             "## Atari-100k games",
             "",
-            "HNS is of the mean over seeds; ✓/✗ compare that mean with random and human play. "
+            "HNS is of the mean over seeds; its 95% CI is a bootstrap over seeds. ✓ means "
+            "clear of random / human play: the whole CI above it (one seed: its return). "
             "The published columns are each method's mean score at 100k steps "
             "(agent/scores.py gives the sources).",
             "",
-            "| Game | Seeds | Env steps | Return | HNS | Random | Human | "
+            "| Game | Seeds | Env steps | Return | 95% CI | HNS | Random | Human | "
             + " | ".join(METHODS[m] for m in REPORT_METHODS) + " | > Random | > Human |",
-            "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(REPORT_METHODS) + ":-:|:-:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(REPORT_METHODS)
+            + ":-:|:-:|",
         ]
         lines += [
             f"| {r['name']} | {r['num_seeds']} | {_fmt_steps(r['env_steps'])} "
-            f"| {_fmt(r['mean_return'])} ± {_fmt(r['std_return'])} | {_fmt(r['hns'], 3)} "
+            f"| {_fmt(r['mean_return'])} ± {_fmt(r['std_return'])} | {_fmt_ci(r)} "
+            f"| {_fmt(r['hns'], 3)} "
             f"| {_fmt(r['random'])} | {_fmt(r['human'])} | "
             + " | ".join(_fmt(r[m]) for m in REPORT_METHODS)
             + f" | {_check(r['beats_random'])} | {_check(r['beats_human'])} |"
@@ -519,12 +543,12 @@ def _markdown(
         lines += [
             "## Other environments",
             "",
-            "| Env | Seeds | Env steps | Return |",
-            "|---|---:|---:|---:|",
+            "| Env | Seeds | Env steps | Return | 95% CI |",
+            "|---|---:|---:|---:|---:|",
         ]
         lines += [
             f"| {r['name']} | {r['num_seeds']} | {_fmt_steps(r['env_steps'])} "
-            f"| {_fmt(r['mean_return'], 2)} ± {_fmt(r['std_return'], 2)} |"
+            f"| {_fmt(r['mean_return'], 2)} ± {_fmt(r['std_return'], 2)} | {_fmt_ci(r)} |"
             for r in other_rows
         ]
         lines.append("")
@@ -629,7 +653,7 @@ def build_report(run_dirs: list[Path], out: Path, *, reps: int = 2000, seed: int
         raise RunDirError(f"nothing to report under {', '.join(map(str, run_dirs))}: no run "
                           "has an eval.json or a metrics line yet; train them further first")
     runs, duplicates = _pick_one_per_seed(found)
-    rows = game_rows(runs)
+    rows = game_rows(runs, reps=reps, seed=seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -117,9 +117,23 @@ def test_known_returns_give_known_hns(partial_sweep):
         False,
         False,
     )
+    assert -3.05 <= pong["ci_low"] < 0.65 < pong["ci_high"] <= 5.0
     breakout = rows_by_env(partial_sweep["json"])["breakout"]
     assert breakout["num_seeds"] == 1 and breakout["std_return"] is None
+    assert breakout["ci_low"] is None and breakout["beats_random"]
     assert breakout["hns"] == pytest.approx(1.0)
+
+
+def test_a_mean_above_random_with_its_ci_across_it_does_not_beat_random(tmp_path):
+    for seed, score in enumerate([-5.0, 10.0]):  # Boxing's random play scores 0.1
+        write_run(tmp_path, "boxing", seed, mean_return=score)
+    build_report([tmp_path], tmp_path / "report", reps=REPS)
+    summary = json.loads((tmp_path / "report" / "report.json").read_text())
+    boxing = rows_by_env(summary)["boxing"]
+    assert boxing["mean_return"] == 2.5 > boxing["random"]
+    assert boxing["ci_low"] < boxing["random"] and boxing["beats_random"] is False
+    assert "| Boxing | 2 | 100,000 | 2.5 ± 10.6 | [-5.0, 10.0] |" in (
+        tmp_path / "report" / "report.md").read_text()
 
 
 def test_unequal_seed_counts_use_the_common_minimum(partial_sweep):
