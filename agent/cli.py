@@ -161,6 +161,7 @@ def evaluate_command(
     episodes: int | None = None,
     video: bool = False,
     seed: int = 1_000,
+    sampled: bool = False,
 ) -> None:
     """Evaluate the latest checkpoint of a run with the greedy search policy.
 
@@ -169,10 +170,12 @@ def evaluate_command(
         episodes: Episodes to play (default: the run's --log.eval-episodes).
         video: Also write DIR/eval.gif, an animated GIF of the first episode (image envs only).
         seed: Seed of the evaluation envs (distinct from training seeds).
+        sampled: Play the exploring policy that acts in training instead (search noise,
+            temperature 1) and write DIR/eval_sampled.json, leaving eval.json alone.
     """
     from agent import evaluate
 
-    evaluate.evaluate_run(logdir, episodes=episodes, video=video, seed=seed)
+    evaluate.evaluate_run(logdir, episodes=episodes, video=video, seed=seed, sampled=sampled)
 
 
 def report_command(runs: list[Path], out: Path = Path("report")) -> None:

@@ -1,5 +1,6 @@
 """Evaluation: the greedy search policy on eval-mode envs (no life-loss terminal, no
-exploration noise), a fixed number of whole episodes, written to DIR/eval.json."""
+exploration noise), a fixed number of whole episodes, written to DIR/eval.json; or, to
+set beside it, the sampled policy that acts in training (DIR/eval_sampled.json)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from world_model import make_model
 
 
 @functools.lru_cache(maxsize=4)
-def _greedy_act(graphdef, search_cfg, discount: float, continuous: bool):
+def _eval_act(graphdef, search_cfg, discount: float, continuous: bool, greedy: bool):
     # Cached so periodic evaluations reuse one compiled search.
-    return make_act(graphdef, search_cfg, discount=discount, greedy=True, continuous=continuous)
+    return make_act(graphdef, search_cfg, discount=discount, greedy=greedy,
+                    continuous=continuous)
 
 
 @dataclasses.dataclass
@@ -46,15 +48,18 @@ class Episodes:
 
 
 def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: int,
-                 seed: int, record_video: bool = False, record_steps: int = 0) -> Episodes:
-    """Plays exactly `episodes` whole episodes with the greedy search policy.
+                 seed: int, record_video: bool = False, record_steps: int = 0,
+                 greedy: bool = True) -> Episodes:
+    """Plays exactly `episodes` whole episodes with the greedy search policy (`greedy`
+    False: the training's exploring one, at temperature 1).
 
     `record_video` keeps the first episode's frames; `record_steps` > 0 keeps each
     episode's first `record_steps` steps as a Trajectory (held-out data for `dreams`).
     """
     num_envs = min(episodes, cfg.log.eval_envs)
     env = make_env(cfg.env.name, num_envs=num_envs, seed=seed, mode="eval", **env_kwargs)
-    act = _greedy_act(graphdef, cfg.search, cfg.train.discount, env.spec.continuous)
+    act = _eval_act(graphdef, cfg.search, cfg.train.discount, env.spec.continuous, greedy)
+    temperature = 0.0 if greedy else 1.0
     # Each env plays its own quota, so short episodes are not over-represented.
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
@@ -66,7 +71,7 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
     while any(len(r) < q for r, q in zip(returns, quota, strict=True)):
         rng, act_rng = jax.random.split(rng)
         obs = actor.obs
-        plan = jax.device_get(actor.plan(params, act_rng, 0.0))
+        plan = jax.device_get(actor.plan(params, act_rng, temperature))
         step, _ = actor.step(plan)
         ended = step.terminated | step.truncated
         for i in range(num_envs):
@@ -98,7 +103,8 @@ def _trajectory(steps: list[tuple], terminal: bool) -> Trajectory:
                       arms=None if arms[0] is None else np.stack(arms))
 
 
-def write_eval(run_dir: Path, env_name: str, env_steps: int, returns: list[float]) -> dict:
+def write_eval(run_dir: Path, env_name: str, env_steps: int, returns: list[float], *,
+               name: str = "eval.json") -> dict:
     result = {
         "env": env_name,
         "env_steps": int(env_steps),
@@ -110,7 +116,7 @@ def write_eval(run_dir: Path, env_name: str, env_steps: int, returns: list[float
     game = scores.atari_game(env_name)
     if game is not None:
         result["hns"] = float(scores.human_normalized(game, result["mean_return"]))
-    path = Path(run_dir) / "eval.json"
+    path = Path(run_dir) / name
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
@@ -141,14 +147,17 @@ def load_model(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, *, episodes: int | None = None, video: bool = False,
-                 seed: int = 1_000) -> dict:
-    """`dreamzero evaluate`: loads the latest checkpoint, plays, writes eval.json."""
+                 seed: int = 1_000, sampled: bool = False) -> dict:
+    """`dreamzero evaluate`: loads the latest checkpoint, plays, writes eval.json (with
+    `sampled`, the training's exploring policy, eval_sampled.json: the run's result
+    stays the greedy one)."""
     cfg, graphdef, params, env_steps, _ = load_model(run_dir)
     played = run_episodes(cfg, graphdef, params, cfg.env.keywords(),
                           episodes=episodes or cfg.log.eval_episodes, seed=seed,
-                          record_video=video)
-    result = write_eval(run_dir, cfg.env.name, env_steps, played.returns)
-    print(summary_line(result))
+                          record_video=video, greedy=not sampled)
+    result = write_eval(run_dir, cfg.env.name, env_steps, played.returns,
+                        name="eval_sampled.json" if sampled else "eval.json")
+    print(("sampled policy: " if sampled else "") + summary_line(result))
     if video:
         path = _write_video(Path(run_dir) / "eval.gif", played.video)
         print(f"wrote {path}" if path else "no video: this env's observations are not images")

@@ -121,6 +121,12 @@ def test_evaluate_rewrites_eval_json_from_the_checkpoint(killed_run, tmp_path):
     result = json.loads((logdir / "eval.json").read_text())
     assert len(result["returns"]) == 3 and np.isfinite(result["mean_return"])
     assert (logdir / "eval.gif").stat().st_size > 0
+    # The exploring policy's evaluation sits beside the greedy one, which stays the result.
+    greedy = (logdir / "eval.json").read_bytes()
+    assert main(["evaluate", str(logdir), "--episodes", "3", "--sampled"]) == 0
+    assert (logdir / "eval.json").read_bytes() == greedy
+    sampled = json.loads((logdir / "eval_sampled.json").read_text())
+    assert len(sampled["returns"]) == 3 and np.isfinite(sampled["mean_return"])
 
 
 @pytest.mark.xdist_group("killed_run")
