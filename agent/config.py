@@ -208,8 +208,8 @@ def atari100k() -> Config:
 
 
 def atari100k_cpu() -> Config:
-    """The Atari-100k protocol on a 2-core CPU: about 1.3 h a game; Boxing seed 0 learnt
-    (18.75), no game yet over seeds (docs/results/atari100k_cpu.md).
+    """The Atari-100k protocol on a 2-core CPU: about 1.3 h a game; no game learnt over
+    seeds yet (Boxing 3.34 [-11.03, 18.75] over 3 seeds; docs/results/atari100k_cpu.md).
 
     The benchmark is EfficientZero's (the env wrapper, 100k agent steps, raw scores in
     evaluation); the agent is the quickstart's, sized for CPU-seconds. Each value below was
@@ -228,9 +228,10 @@ def atari100k_cpu() -> Config:
       with EfficientZero's 0.01, or 0.1, an early model's Q noise across actions (0.04 on
       Boxing) filled the whole scale and the policy collapsed onto one action (entropy
       below 1 nat by 14k-16k env steps); with 1 it held for 20k env steps, then narrowed
-      too. Boxing is not learnt at any of the three (greedy -30 and -59 at 50k).
+      too. Uncentred, Boxing was not learnt at any of the three (greedy -30 and -59 at 50k).
     - One update per 4 env steps (25k updates) at batch 32 (5.6 updates/s), EfficientZero's
-      5-step value targets, the target network refreshed every 100 updates, DrQ's shifts.
+      5-step value targets, the target network refreshed every 100 updates, DrQ's shifts
+      (of a centring model's difference from the mean frame).
     - 32 final evaluation episodes (EfficientZero's count), 16 at a time.
     """
     base = quickstart()
