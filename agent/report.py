@@ -519,7 +519,8 @@ def _markdown(
         lines += [
             "## Atari-100k games",
             "",
-            "HNS is of the mean over seeds; its 95% CI is a bootstrap over seeds. ✓ means "
+            "HNS is of the mean over seeds; the 95% CI is the mean return's, a bootstrap over "
+            "seeds. ✓ means "
             "clear of random / human play: the whole CI above it (one seed: its return). "
             "The published columns are each method's mean score at 100k steps "
             "(agent/scores.py gives the sources).",
