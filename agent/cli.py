@@ -170,8 +170,9 @@ def evaluate_command(
         episodes: Episodes to play (default: the run's --log.eval-episodes).
         video: Also write DIR/eval.gif, an animated GIF of the first episode (image envs only).
         seed: Seed of the evaluation envs (distinct from training seeds).
-        sampled: Play the exploring policy that acts in training instead (search noise,
-            temperature 1) and write DIR/eval_sampled.json, leaving eval.json alone.
+        sampled: Play the exploring policy that acts at the end of training instead (search
+            noise, the last acting temperature) and write DIR/eval_sampled.json, leaving
+            eval.json alone.
     """
     from agent import evaluate
 

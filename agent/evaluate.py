@@ -51,7 +51,7 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
                  seed: int, record_video: bool = False, record_steps: int = 0,
                  greedy: bool = True) -> Episodes:
     """Plays exactly `episodes` whole episodes with the greedy search policy (`greedy`
-    False: the training's exploring one, at temperature 1).
+    False: the exploring one that acts at the end of training, at its last temperature).
 
     `record_video` keeps the first episode's frames; `record_steps` > 0 keeps each
     episode's first `record_steps` steps as a Trajectory (held-out data for `dreams`).
@@ -59,7 +59,7 @@ def run_episodes(cfg: Config, graphdef, params, env_kwargs: dict, *, episodes: i
     num_envs = min(episodes, cfg.log.eval_envs)
     env = make_env(cfg.env.name, num_envs=num_envs, seed=seed, mode="eval", **env_kwargs)
     act = _eval_act(graphdef, cfg.search, cfg.train.discount, env.spec.continuous, greedy)
-    temperature = 0.0 if greedy else 1.0
+    temperature = 0.0 if greedy else cfg.train.temperatures[-1]
     # Each env plays its own quota, so short episodes are not over-represented.
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
