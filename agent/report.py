@@ -444,8 +444,7 @@ def _new_figure(
 
 _CSV_COLUMNS = (
     "kind", "env", "name", "num_seeds", "mean_return", "std_return", "ci_low", "ci_high",
-    "hns", "hns_ci_low",
-    "hns_ci_high", *_ANCHORS, *(f"beats_{name}" for name in _ANCHORS),
+    "hns", "hns_ci_low", "hns_ci_high", *_ANCHORS, *(f"beats_{name}" for name in _ANCHORS),
 )  # fmt: skip
 
 
@@ -520,8 +519,8 @@ def _markdown(
             "## Atari-100k games",
             "",
             "HNS is of the mean over seeds; the 95% CI is the mean return's, a bootstrap over "
-            "seeds. ✓ means "
-            "clear of random / human play: the whole CI above it (one seed: its return). "
+            "seeds. ✓ means clear of random / human play: the whole CI above it (one seed: "
+            "its return). "
             "The published columns are each method's mean score at 100k steps "
             "(agent/scores.py gives the sources).",
             "",
